@@ -1,0 +1,2 @@
+export * from "./module";
+export * as fastOps from "./fast-ops";
