@@ -1,2 +1,3 @@
 export * from "./module";
+export * from "./backbone";
 export * as fastOps from "./fast-ops";
