@@ -1,1 +1,2 @@
-export {};
+/** Self-supervised losses, one module a loss. */
+export { ntXentLoss, contrastiveAccuracy } from "./nt-xent";

@@ -1,1 +1,3 @@
+/** Self-supervised methods: each a short composition of backbone, heads, loss and views. */
 export * from "./types";
+export * from "./simclr";

@@ -1,13 +1,75 @@
 /**
  * Ops the library trains through, with gradient formulations that are correct and fast on
  * every backend, wasm included. Layers call these instead of the raw tf ops:
- *   - matMul: tfjs's own matMul gradient uses transposeA/transposeB, which is 8-16x slower on
- *     wasm than an explicit transpose followed by a plain matMul.
- *   - conv2d: see below.
+ *   - matMul / batchMatMul: tfjs's own matMul gradient uses transposeA/transposeB, which is
+ *     8-16x slower on wasm than an explicit transpose followed by a plain matMul.
+ *   - conv2d: tfjs's input gradient (Conv2DBackpropInput) is ~12x slower than a forward conv
+ *     on wasm, and wasm has no Conv2DBackpropFilter at all; both gradients here are forward
+ *     convolutions (`conv2dInputGrad`, `conv2dFilterGrad`), which backend/wasm-kernels also
+ *     registers as the wasm kernels.
+ *   - gelu, layerNormOp, l2Normalize: one custom gradient each instead of a chain of small
+ *     autodiff kernels (and no NaN gradient for an all-zero row in l2Normalize).
+ *   - patchify / unpatchify / takeRows: ViT/MAE plumbing using only rank <= 4 transposes and a
+ *     flat gather.
  * Never train through tf.stridedSlice, tf.einsum or tf.depthToSpace (no gradient on any
  * backend), and keep transposes/slices at rank <= 4 (rank 5-6 are ~100x slower on wasm).
  */
 import * as tf from "@tensorflow/tfjs-core";
+
+/** Padding accepted by the conv helpers: tf's string modes, a symmetric number, or NHWC explicit pads. */
+export type ConvPadding = "same" | "valid" | number | [[number, number], [number, number], [number, number], [number, number]];
+type Pair = [number, number];
+type Shape4 = [number, number, number, number];
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type AnyCustomGradFn = any;
+
+function pair(v: number | Pair): Pair {
+  return typeof v === "number" ? [v, v] : v;
+}
+
+function assertRank(name: string, what: string, t: tf.Tensor, rank: number): void {
+  if (t.rank !== rank) throw new Error(`${name}: ${what} must be rank ${rank}, got shape [${t.shape}]`);
+}
+
+type LazyGradFuncs = Record<string, () => tf.Tensor>;
+type EngineWithKernelFunc = {
+  runKernelFunc(params: {
+    forwardFunc: (backend: unknown, save: tf.GradSaveFunc) => tf.Tensor;
+    backwardsFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => LazyGradFuncs;
+    inputs: tf.NamedTensorMap;
+  }): tf.Tensor;
+};
+
+/**
+ * An op with a custom gradient whose per-input gradients are computed lazily: the engine calls
+ * only those whose input is on the path to the trainable variables (tf.customGrad computes every
+ * input's gradient, e.g. a wasted full dx conv for a network's first layer). Uses the engine's
+ * runKernelFunc, which tf.customGrad itself is built on; falls back to tf.customGrad semantics
+ * (all gradients) if that internal ever disappears.
+ */
+function opWithLazyGrads(
+  inputs: Record<string, tf.Tensor>,
+  forward: (save: tf.GradSaveFunc) => tf.Tensor,
+  backward: (dy: tf.Tensor, saved: tf.Tensor[]) => LazyGradFuncs,
+): tf.Tensor {
+  const engine = tf.engine() as unknown as Partial<EngineWithKernelFunc>;
+  if (typeof engine.runKernelFunc === "function") {
+    return engine.runKernelFunc({ forwardFunc: (_backend, save) => forward(save), backwardsFunc: backward, inputs });
+  }
+  const names = Object.keys(inputs);
+  const f = tf.customGrad(((...args: unknown[]) => {
+    const save = args[names.length] as tf.GradSaveFunc;
+    return {
+      value: forward(save),
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const g = backward(dy, saved);
+        return names.map((n) => g[n]());
+      },
+    };
+  }) as AnyCustomGradFn);
+  return f(...names.map((n) => inputs[n]));
+}
 
 /** Transpose of the last two axes of a rank-2 or rank-3 tensor. */
 export function transposeLast2(x: tf.Tensor): tf.Tensor {
@@ -16,23 +78,61 @@ export function transposeLast2(x: tf.Tensor): tf.Tensor {
   throw new Error(`transposeLast2: expected rank 2 or 3, got ${x.rank}`);
 }
 
-/**
- * a @ b for rank-2 [m,k]x[k,n] or batched rank-3 [B,m,k]x[B,k,n], with a gradient that uses
- * explicit transposes and plain matMuls: dA = dY @ B^T, dB = A^T @ dY.
- */
-const matMulWithPlainGrads = tf.customGrad(((a: tf.Tensor, b: tf.Tensor, save: tf.GradSaveFunc) => {
-  save([a, b]);
-  const value = tf.matMul(a as tf.Tensor2D, b as tf.Tensor2D);
-  const gradFunc = (dy: tf.Tensor, saved: tf.Tensor[]) => {
-    const [sa, sb] = saved;
-    return [tf.matMul(dy as tf.Tensor2D, transposeLast2(sb) as tf.Tensor2D), tf.matMul(transposeLast2(sa) as tf.Tensor2D, dy as tf.Tensor2D)];
-  };
-  return { value, gradFunc };
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
-}) as any);
+// ---------------------------------------------------------------------------------------------
+// Matrix products
+// ---------------------------------------------------------------------------------------------
 
+/**
+ * a @ b for [m,k]x[k,n] or [B,m,k]x[B,k,n], with a gradient that uses explicit transposes and
+ * plain matMuls: dA = dY @ B^T, dB = A^T @ dY (each computed only if needed).
+ */
+function matMulWithPlainGrads(a: tf.Tensor, b: tf.Tensor): tf.Tensor {
+  return opWithLazyGrads(
+    { a, b },
+    (save) => {
+      save([a, b]);
+      return tf.matMul(a as tf.Tensor2D, b as tf.Tensor2D);
+    },
+    (dy, [sa, sb]) => ({
+      a: () => tf.matMul(dy as tf.Tensor2D, transposeLast2(sb) as tf.Tensor2D),
+      b: () => tf.matMul(transposeLast2(sa) as tf.Tensor2D, dy as tf.Tensor2D),
+    }),
+  );
+}
+
+/**
+ * a @ b with a transpose-free gradient. Accepts [m,k]x[k,n], [B,m,k]x[B,k,n] (same B), and
+ * [..., m, k]x[k,n] (a's leading axes folded into rows, e.g. tokens times a weight matrix).
+ * For rank >= 4 batched products use `batchMatMul`.
+ */
 export function matMul(a: tf.Tensor, b: tf.Tensor): tf.Tensor {
+  if (a.rank < 2 || b.rank < 2) throw new Error(`matMul: operands must be at least rank 2, got [${a.shape}] and [${b.shape}]`);
+  const k = a.shape[a.rank - 1];
+  if (k !== b.shape[b.rank - 2]) throw new Error(`matMul: inner dimensions differ: [${a.shape}] x [${b.shape}]`);
+  if (b.rank === 2 && a.rank > 2) {
+    const y = matMulWithPlainGrads(tf.reshape(a, [-1, k]), b);
+    return tf.reshape(y, [...a.shape.slice(0, -1), b.shape[1] as number]);
+  }
+  if (a.rank !== b.rank || a.rank > 3) {
+    throw new Error(`matMul: expected [m,k]x[k,n], [B,m,k]x[B,k,n] or [...,m,k]x[k,n], got [${a.shape}] x [${b.shape}] (use batchMatMul for rank >= 4)`);
+  }
+  if (a.rank === 3 && a.shape[0] !== b.shape[0]) throw new Error(`matMul: batch sizes differ: [${a.shape}] x [${b.shape}]`);
   return matMulWithPlainGrads(a, b);
+}
+
+/**
+ * Batched a @ b over identical leading axes, e.g. attention scores [B,h,L,d] x [B,h,d,L].
+ * Folds the leading axes into one (rank-3 matMul) so the gradient stays transpose-free.
+ */
+export function batchMatMul(a: tf.Tensor, b: tf.Tensor): tf.Tensor {
+  if (a.rank < 3 || a.rank !== b.rank) throw new Error(`batchMatMul: expected equal ranks >= 3, got [${a.shape}] and [${b.shape}]`);
+  const lead = a.shape.slice(0, -2);
+  if (lead.some((d, i) => d !== b.shape[i])) throw new Error(`batchMatMul: leading axes differ: [${a.shape}] vs [${b.shape}]`);
+  if (a.rank === 3) return matMul(a, b);
+  const [m, k] = a.shape.slice(-2);
+  const n = b.shape[b.rank - 1];
+  const y = matMul(tf.reshape(a, [-1, m, k]), tf.reshape(b, [-1, k, n]));
+  return tf.reshape(y, [...lead, m, n]);
 }
 
 /** Affine map on the last axis: x [..., in] @ w [in, out] + b [out], any leading rank. */
@@ -44,10 +144,332 @@ export function dense(x: tf.Tensor, w: tf.Tensor, b?: tf.Tensor): tf.Tensor {
   return x.rank === 2 ? yb : tf.reshape(yb, [...lead, w.shape[1] as number]);
 }
 
+// ---------------------------------------------------------------------------------------------
+// 2-D convolution and its gradients as forward convolutions
+// ---------------------------------------------------------------------------------------------
+
 /**
- * 2-D convolution, NHWC input, HWIO filter. Trainable on every backend (the wasm backend's
- * missing Conv2DBackpropFilter is registered by backend/wasm-kernels).
+ * Inserts s-1 zeros after every row/column of x [N,H,W,C] -> [N, H*sh, W*sw, C], using only rank-4
+ * reshapes and pads (the transpose of a strided subsampling).
  */
-export function conv2d(x: tf.Tensor4D, w: tf.Tensor4D, stride: number, pad: "same" | "valid" | number): tf.Tensor4D {
-  return tf.conv2d(x, w, stride, pad as "same" | "valid");
+export function zeroDilate2d(x: tf.Tensor4D, strides: number | Pair): tf.Tensor4D {
+  const [sh, sw] = pair(strides);
+  if (sh === 1 && sw === 1) return x;
+  const [n, h, w, c] = x.shape;
+  let t: tf.Tensor4D = tf.reshape(x, [n * h, w, 1, c]);
+  if (sw > 1) t = tf.pad(t, [[0, 0], [0, 0], [0, sw - 1], [0, 0]]);
+  t = tf.reshape(t, [n * h, 1, w * sw, c]);
+  if (sh > 1) t = tf.pad(t, [[0, 0], [0, sh - 1], [0, 0], [0, 0]]);
+  return tf.reshape(t, [n, h * sh, w * sw, c]);
+}
+
+function conv2dInfo(xShape: Shape4, filterShape: Shape4, strides: number | Pair, pad: ConvPadding, roundingMode?: "floor" | "round" | "ceil"): tf.backend_util.Conv2DInfo {
+  return tf.backend_util.computeConv2DInfo(xShape, filterShape, strides, 1, pad, roundingMode, false, "channelsLast");
+}
+
+/** Slices rows/cols [top, top+h) x [left, left+w) of x [N,H,W,C] when that is not all of x. */
+function cropSpatial(x: tf.Tensor4D, top: number, left: number, h: number, w: number): tf.Tensor4D {
+  if (top === 0 && left === 0 && x.shape[1] === h && x.shape[2] === w) return x;
+  return tf.slice(x, [0, top, left, 0], [x.shape[0], h, w, x.shape[3]]);
+}
+
+/** How conv2dInputGrad builds dx for strides > 1 (stride 1 is the same single conv either way). */
+export type ConvInputGradMethod = "subpixel" | "dilate";
+
+/**
+ * Gradient of conv2d(x, w, strides, pad) with respect to x [N,H,W,Ci], built from forward
+ * convolutions with the spatially flipped, in/out-swapped filter (no Conv2DBackpropInput):
+ *   - "dilate": ONE conv over zeroDilate(dy) padded by K-1-padBefore
+ *     (dx[i] = sum_{o,k: o*s+k-p=i} dy[o] w[k] = sum_k' dyDil[i+k'-(K-1-p)] w[K-1-k']);
+ *   - "subpixel" (default for strides > 1): one small conv per output phase (i+p) mod s with the
+ *     sub-filter w[r::s], interleaved by rank-4 concat+reshape: 1/s^2 of the dilate method's work.
+ */
+export function conv2dInputGrad(dy: tf.Tensor4D, filter: tf.Tensor4D, inputShape: Shape4, strides: number | Pair, pad: ConvPadding, roundingMode?: "floor" | "round" | "ceil", method: ConvInputGradMethod = "subpixel"): tf.Tensor4D {
+  assertRank("conv2dInputGrad", "dy", dy, 4);
+  assertRank("conv2dInputGrad", "filter", filter, 4);
+  const info = conv2dInfo(inputShape, filter.shape, strides, pad, roundingMode);
+  if (dy.shape[0] !== inputShape[0] || dy.shape[1] !== info.outHeight || dy.shape[2] !== info.outWidth || dy.shape[3] !== info.outChannels) {
+    throw new Error(`conv2dInputGrad: dy shape [${dy.shape}] does not match conv output [${info.outShape}]`);
+  }
+  const unitStride = info.strideHeight === 1 && info.strideWidth === 1;
+  return tf.tidy(() => (unitStride || method === "dilate" ? inputGradDilated(dy, filter, info) : inputGradSubPixel(dy, filter, info)));
+}
+
+/** Filter [KH,KW,Ci,Co] -> flipped in space and in/out-swapped [KH,KW,Co,Ci]. */
+function flipFilter(filter: tf.Tensor4D): tf.Tensor4D {
+  return tf.transpose(tf.reverse(filter, [0, 1]), [0, 1, 3, 2]) as tf.Tensor4D;
+}
+
+function inputGradDilated(dy: tf.Tensor4D, filter: tf.Tensor4D, info: tf.backend_util.Conv2DInfo): tf.Tensor4D {
+  const { filterHeight: kh, filterWidth: kw, inHeight: h, inWidth: w, strideHeight: sh, strideWidth: sw } = info;
+  const dyDil = zeroDilate2d(dy, [sh, sw]);
+  // Pads around the dilated dy; a negative pad means "crop that many from the result".
+  const top = kh - 1 - info.padInfo.top;
+  const left = kw - 1 - info.padInfo.left;
+  const bottom = h - dyDil.shape[1] + info.padInfo.top;
+  const right = w - dyDil.shape[2] + info.padInfo.left;
+  const y = tf.conv2d(dyDil, flipFilter(filter), 1, [[0, 0], [Math.max(top, 0), Math.max(bottom, 0)], [Math.max(left, 0), Math.max(right, 0)], [0, 0]]);
+  return cropSpatial(y, Math.max(-top, 0), Math.max(-left, 0), h, w);
+}
+
+function inputGradSubPixel(dy: tf.Tensor4D, filter: tf.Tensor4D, info: tf.backend_util.Conv2DInfo): tf.Tensor4D {
+  const { batchSize: n, filterHeight: kh, filterWidth: kw, inHeight: h, inWidth: w, inChannels: ci, strideHeight: sh, strideWidth: sw, outHeight: oh, outWidth: ow } = info;
+  const pt = info.padInfo.top;
+  const pl = info.padInfo.left;
+  // Padded coordinate i' = i + p = q*s + r; phase r collects dy[q-m] * w[r + m*s] over m.
+  const qh = Math.floor((h - 1 + pt) / sh) + 1;
+  const qw = Math.floor((w - 1 + pl) / sw) + 1;
+  const phase = (rh: number, rw: number): tf.Tensor4D => {
+    const mh = Math.ceil((kh - rh) / sh);
+    const mw = Math.ceil((kw - rw) / sw);
+    if (mh <= 0 || mw <= 0) return tf.zeros([n, qh, qw, ci]);
+    const sub = tf.stridedSlice(filter, [rh, rw, 0, 0], [kh, kw, filter.shape[2], filter.shape[3]], [sh, sw, 1, 1]) as tf.Tensor4D;
+    const y = tf.conv2d(dy, flipFilter(sub), 1, [[0, 0], [mh - 1, Math.max(0, qh - oh)], [mw - 1, Math.max(0, qw - ow)], [0, 0]]);
+    return cropSpatial(y, 0, 0, qh, qw);
+  };
+  const rows: tf.Tensor4D[] = [];
+  for (let rh = 0; rh < sh; rh++) {
+    const cols: tf.Tensor4D[] = [];
+    for (let rw = 0; rw < sw; rw++) cols.push(phase(rh, rw));
+    // [N,qh,qw,sw*Ci] -> [N,qh,qw*sw,Ci]: column q*sw + rw.
+    rows.push(sw === 1 ? cols[0] : tf.reshape(tf.concat(cols, 3), [n, qh, qw * sw, ci]));
+  }
+  // [N,qh,sh*qw*sw,Ci] -> [N,qh*sh,qw*sw,Ci]: row q*sh + rh.
+  const full = sh === 1 ? rows[0] : (tf.reshape(tf.concat(rows, 2), [n, qh * sh, qw * sw, ci]) as tf.Tensor4D);
+  return cropSpatial(full, pt, pl, h, w);
+}
+
+/**
+ * Gradient of conv2d(x, w, strides, pad) with respect to w [KH,KW,Ci,Co], as ONE forward
+ * convolution with batch and channels swapped: x^T [Ci,H,W,N] correlated with dy^T [OH,OW,N,Co]
+ * at dilation = stride gives [Ci,KH,KW,Co]. (dW[a,b,i,o] = sum_{n,y,x} xPad[n, y*s+a, x*s+b, i] dy[n,y,x,o].)
+ */
+export function conv2dFilterGrad(x: tf.Tensor4D, dy: tf.Tensor4D, filterShape: Shape4, strides: number | Pair, pad: ConvPadding, roundingMode?: "floor" | "round" | "ceil"): tf.Tensor4D {
+  assertRank("conv2dFilterGrad", "x", x, 4);
+  assertRank("conv2dFilterGrad", "dy", dy, 4);
+  const info = conv2dInfo(x.shape, filterShape, strides, pad, roundingMode);
+  if (dy.shape[0] !== x.shape[0] || dy.shape[1] !== info.outHeight || dy.shape[2] !== info.outWidth || dy.shape[3] !== info.outChannels) {
+    throw new Error(`conv2dFilterGrad: dy shape [${dy.shape}] does not match conv output [${info.outShape}]`);
+  }
+  return tf.tidy(() => {
+    const { filterHeight: kh, filterWidth: kw, inHeight: h, inWidth: w, strideHeight: sh, strideWidth: sw, outHeight: oh, outWidth: ow } = info;
+    const xT = tf.transpose(x, [3, 1, 2, 0]) as tf.Tensor4D; // [Ci, H, W, N]
+    const dyT = tf.transpose(dy, [1, 2, 0, 3]) as tf.Tensor4D; // [OH, OW, N, Co]
+    const top = info.padInfo.top;
+    const left = info.padInfo.left;
+    // Enough bottom/right padding that the correlation yields at least KH x KW outputs.
+    const bottom = Math.max(0, kh + (oh - 1) * sh - h - top);
+    const right = Math.max(0, kw + (ow - 1) * sw - w - left);
+    // Rows/cols before the first window (negative explicit pads do not occur in tf convs).
+    const g = tf.conv2d(xT, dyT, 1, [[0, 0], [top, bottom], [left, right], [0, 0]], "NHWC", [sh, sw]);
+    const gk = cropSpatial(g, 0, 0, kh, kw); // [Ci, KH, KW, Co]
+    return tf.transpose(gk, [1, 2, 0, 3]) as tf.Tensor4D;
+  });
+}
+
+function conv2dWithFastGrads(x: tf.Tensor4D, filter: tf.Tensor4D, strides: Pair, pad: ConvPadding): tf.Tensor4D {
+  return opWithLazyGrads(
+    { x, filter },
+    (save) => {
+      save([x, filter]);
+      return tf.conv2d(x, filter, strides, pad);
+    },
+    (dy, saved) => {
+      const [sx, sw] = saved as tf.Tensor4D[];
+      return {
+        x: () => conv2dInputGrad(dy as tf.Tensor4D, sw, sx.shape, strides, pad),
+        filter: () => conv2dFilterGrad(sx, dy as tf.Tensor4D, sw.shape, strides, pad),
+      };
+    },
+  ) as tf.Tensor4D;
+}
+
+/**
+ * 2-D convolution, NHWC input [N,H,W,Ci], HWIO filter [KH,KW,Ci,Co], dilation 1. Both gradients
+ * are forward convolutions (see conv2dInputGrad / conv2dFilterGrad), fast on wasm.
+ */
+export function conv2d(x: tf.Tensor4D, w: tf.Tensor4D, stride: number | Pair, pad: ConvPadding): tf.Tensor4D {
+  assertRank("conv2d", "x", x, 4);
+  assertRank("conv2d", "filter", w, 4);
+  if (x.shape[3] !== w.shape[2]) throw new Error(`conv2d: input channels ${x.shape[3]} != filter in-channels ${w.shape[2]} (x [${x.shape}], w [${w.shape}])`);
+  return conv2dWithFastGrads(x, w, pair(stride), pad);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Activations and normalisations
+// ---------------------------------------------------------------------------------------------
+
+const SQRT1_2 = Math.SQRT1_2;
+const INV_SQRT_2PI = 1 / Math.sqrt(2 * Math.PI);
+
+const geluErf = tf.customGrad(((x: tf.Tensor, save: tf.GradSaveFunc) => {
+  save([x]);
+  // GELU(x) = x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2))  (Hendrycks & Gimpel 2016; PyTorch nn.GELU()).
+  const cdf = tf.mul(0.5, tf.add(1, tf.erf(tf.mul(x, SQRT1_2))));
+  const value = tf.mul(x, cdf);
+  const gradFunc = (dy: tf.Tensor, saved: tf.Tensor[]) => {
+    const [sx] = saved;
+    // d/dx = Phi(x) + x phi(x), phi(x) = exp(-x^2/2) / sqrt(2 pi).
+    const phi = tf.mul(INV_SQRT_2PI, tf.exp(tf.mul(-0.5, tf.square(sx))));
+    const cdfS = tf.mul(0.5, tf.add(1, tf.erf(tf.mul(sx, SQRT1_2))));
+    return [tf.mul(dy, tf.add(cdfS, tf.mul(sx, phi)))];
+  };
+  return { value, gradFunc };
+}) as AnyCustomGradFn);
+
+/** GELU, exact erf form (PyTorch's nn.GELU() default), float32. */
+export function gelu(x: tf.Tensor): tf.Tensor {
+  return geluErf(x);
+}
+
+const layerNormCache = new Map<number, (x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor) => tf.Tensor>();
+
+function layerNormLastAxis(eps: number): (x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor) => tf.Tensor {
+  let f = layerNormCache.get(eps);
+  if (f) return f;
+  f = tf.customGrad(((x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, save: tf.GradSaveFunc) => {
+    const axis = x.rank - 1;
+    const mean = tf.mean(x, axis, true);
+    const centered = tf.sub(x, mean);
+    const variance = tf.mean(tf.square(centered), axis, true);
+    const invStd = tf.rsqrt(tf.add(variance, eps));
+    const xHat = tf.mul(centered, invStd);
+    save([xHat, invStd, gamma]);
+    const value = tf.add(tf.mul(xHat, gamma), beta);
+    const gradFunc = (dy: tf.Tensor, saved: tf.Tensor[]) => {
+      const [sxHat, sInvStd, sGamma] = saved;
+      const ax = dy.rank - 1;
+      const lead = Array.from({ length: ax }, (_, i) => i);
+      const dBeta = tf.sum(dy, lead);
+      const dGamma = tf.sum(tf.mul(dy, sxHat), lead);
+      // dx = invStd * (g - mean(g) - xHat * mean(g * xHat)), g = dy * gamma  (Ba et al. 2016).
+      const g = tf.mul(dy, sGamma);
+      const dx = tf.mul(sInvStd, tf.sub(tf.sub(g, tf.mean(g, ax, true)), tf.mul(sxHat, tf.mean(tf.mul(g, sxHat), ax, true))));
+      return [dx, dGamma, dBeta];
+    };
+    return { value, gradFunc };
+  }) as AnyCustomGradFn) as (x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor) => tf.Tensor;
+  layerNormCache.set(eps, f);
+  return f;
+}
+
+/**
+ * Layer normalisation over the last axis: (x - mean) / sqrt(var + eps) * gamma + beta, biased
+ * variance (PyTorch nn.LayerNorm). gamma and beta have shape [D].
+ */
+export function layerNormOp(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, eps = 1e-5): tf.Tensor {
+  const d = x.shape[x.rank - 1];
+  if (gamma.rank !== 1 || gamma.shape[0] !== d || beta.rank !== 1 || beta.shape[0] !== d) {
+    throw new Error(`layerNormOp: gamma/beta must be [${d}] for x [${x.shape}], got [${gamma.shape}] and [${beta.shape}]`);
+  }
+  if (x.rank < 2) throw new Error(`layerNormOp: x must be at least rank 2, got [${x.shape}]`);
+  return layerNormLastAxis(eps)(x, gamma, beta);
+}
+
+const l2NormalizeCache = new Map<string, (x: tf.Tensor) => tf.Tensor>();
+
+/**
+ * x / max(||x||_2, eps) along `axis` (PyTorch F.normalize). The gradient is
+ * (g - y * <g, y>) / ||x|| where ||x|| > eps and g / eps elsewhere: finite for all-zero rows.
+ */
+export function l2Normalize(x: tf.Tensor, axis = -1, eps = 1e-12): tf.Tensor {
+  const ax = axis < 0 ? x.rank + axis : axis;
+  if (ax < 0 || ax >= x.rank) throw new Error(`l2Normalize: axis ${axis} out of range for rank ${x.rank}`);
+  const key = `${ax}|${eps}`;
+  let f = l2NormalizeCache.get(key);
+  if (!f) {
+    f = tf.customGrad(((t: tf.Tensor, save: tf.GradSaveFunc) => {
+      const norm = tf.sqrt(tf.sum(tf.square(t), ax, true));
+      const denom = tf.maximum(norm, eps);
+      const value = tf.div(t, denom);
+      save([value, norm, denom]);
+      const gradFunc = (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const [y, n, den] = saved;
+        const radial = tf.mul(y, tf.sum(tf.mul(dy, y), ax, true));
+        const active = tf.cast(tf.greater(n, eps), "float32");
+        return [tf.div(tf.sub(dy, tf.mul(radial, active)), den)];
+      };
+      return { value, gradFunc };
+    }) as AnyCustomGradFn) as (x: tf.Tensor) => tf.Tensor;
+    l2NormalizeCache.set(key, f);
+  }
+  return f(x);
+}
+
+// ---------------------------------------------------------------------------------------------
+// ViT / MAE plumbing
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * Images [N,H,W,C] -> patches [N, (H/p)(W/p), p*p*C], patches in row-major order and each patch
+ * flattened as (row, col, channel) (MAE's patchify). Rank <= 4 ops only.
+ */
+export function patchify(x: tf.Tensor4D, p: number): tf.Tensor3D {
+  assertRank("patchify", "x", x, 4);
+  const [n, h, w, c] = x.shape;
+  if (!Number.isInteger(p) || p < 1 || h % p !== 0 || w % p !== 0) throw new Error(`patchify: patch size ${p} must divide H=${h} and W=${w}`);
+  const gh = h / p;
+  const gw = w / p;
+  return tf.tidy(() => {
+    const rows = tf.reshape(x, [n * gh, p, gw, p * c]); // (n*gh+i, py, j, px*C+c)
+    const t = tf.transpose(rows, [0, 2, 1, 3]); // (n*gh+i, j, py, px*C+c)
+    return tf.reshape(t, [n, gh * gw, p * p * c]);
+  });
+}
+
+/** Inverse of `patchify`: [N, L, p*p*C] -> [N, gh*p, gw*p, C]; gh x gw defaults to a square grid. */
+export function unpatchify(patches: tf.Tensor3D, p: number, grid?: [number, number]): tf.Tensor4D {
+  assertRank("unpatchify", "patches", patches, 3);
+  const [n, l, d] = patches.shape;
+  const side = Math.round(Math.sqrt(l));
+  const [gh, gw] = grid ?? [side, side];
+  if (gh * gw !== l) throw new Error(`unpatchify: ${l} patches do not form a ${gh}x${gw} grid`);
+  if (d % (p * p) !== 0) throw new Error(`unpatchify: patch dim ${d} is not a multiple of p*p=${p * p}`);
+  const c = d / (p * p);
+  return tf.tidy(() => {
+    const t = tf.reshape(patches, [n * gh, gw, p, p * c]);
+    const rows = tf.transpose(t, [0, 2, 1, 3]);
+    return tf.reshape(rows, [n, gh * p, gw * p, c]);
+  });
+}
+
+/** Flat row indices idx[n,k] + n*L as an int32 tensor [N*K]. */
+function flatRowIndices(idx: tf.Tensor2D | Int32Array, n: number, l: number): tf.Tensor1D {
+  if (idx instanceof tf.Tensor) {
+    if (idx.rank !== 2 || idx.shape[0] !== n) throw new Error(`takeRows: idx must be [${n}, K], got [${idx.shape}]`);
+    if (idx.dtype !== "int32") throw new Error(`takeRows: idx must be int32, got ${idx.dtype}`);
+    const k = idx.shape[1];
+    return tf.tidy(() => tf.reshape(tf.add(idx, tf.reshape(tf.mul(tf.range(0, n, 1, "int32"), tf.scalar(l, "int32")), [n, 1])), [n * k]) as tf.Tensor1D);
+  }
+  if (idx.length % n !== 0) throw new Error(`takeRows: ${idx.length} indices are not N=${n} rows`);
+  const k = idx.length / n;
+  const flat = new Int32Array(idx.length);
+  for (let i = 0; i < idx.length; i++) {
+    const v = idx[i];
+    if (!(v >= 0 && v < l)) throw new Error(`takeRows: index ${v} at ${i} outside [0, ${l})`);
+    flat[i] = v + Math.floor(i / k) * l;
+  }
+  return tf.tensor1d(flat, "int32");
+}
+
+/**
+ * Batched row gather: x [N,L,D], idx [N,K] (int32 tensor, or an Int32Array of N*K values) ->
+ * [N,K,D] with out[n,k] = x[n, idx[n,k]]. One flat gather over [N*L, D]; its gradient is an
+ * UnsortedSegmentSum (registered on wasm by backend/wasm-kernels).
+ */
+export function takeRows(x: tf.Tensor3D, idx: tf.Tensor2D | Int32Array): tf.Tensor3D {
+  assertRank("takeRows", "x", x, 3);
+  const [n, l, d] = x.shape;
+  return tf.tidy(() => {
+    const flat = flatRowIndices(idx, n, l);
+    const rows = tf.gather(tf.reshape(x, [n * l, d]), flat);
+    return tf.reshape(rows, [n, flat.shape[0] / n, d]);
+  });
+}
+
+/** Same result as `takeRows`, as a one-hot [N,K,L] x [N,L,D] batched matMul (kept for benchmarks). */
+export function takeRowsOneHot(x: tf.Tensor3D, idx: tf.Tensor2D): tf.Tensor3D {
+  assertRank("takeRowsOneHot", "x", x, 3);
+  const l = x.shape[1];
+  return tf.tidy(() => matMul(tf.oneHot(idx, l, 1, 0, "float32") as tf.Tensor3D, x) as tf.Tensor3D);
 }

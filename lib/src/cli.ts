@@ -1,0 +1,423 @@
+#!/usr/bin/env node
+/**
+ * `sslkit train <method> --dataset fashion-mnist --backbone resnet-small --preset quick --out runs/x`
+ *
+ * Prints the backend, trains with checkpoints and metrics, then scores the learned encoder by
+ * weighted k-NN and a linear probe next to two baselines computed in the same run: a randomly
+ * initialised encoder of the same architecture and raw pixels. Writes to --out: config.json,
+ * metrics.jsonl, checkpoints/, results.json, results.md, training-curve.png.
+ */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { parseArgs } from "node:util";
+import { describeBackend, initBackend } from "./backend";
+import { balancedSubset, loadCifar10, loadFashionMnist, loadImageFolder, subsetDataset } from "./data";
+import type { ImageDataset } from "./data/types";
+import { evaluateRepresentation } from "./eval";
+import type { RepresentationScores } from "./eval";
+import { SimCLR } from "./methods/simclr";
+import type { SSLMethod } from "./methods/types";
+import type { Backbone } from "./nn/backbone";
+import { backboneNames, createBackbone } from "./nn";
+import type { BackboneName } from "./nn";
+import { PRESET_NAMES, RunConfig, presetConfig } from "./presets";
+import { Rng } from "./random";
+import { MetricsLog, Trainer, deriveSeed } from "./train";
+import type { MetricsRecord } from "./train";
+import * as viz from "./viz";
+
+export const CLI_METHODS = ["simclr"] as const;
+export const CLI_BACKBONES: readonly BackboneName[] = backboneNames;
+export const CLI_DATASETS = ["fashion-mnist", "cifar10", "folder"] as const;
+
+const USAGE = `usage: sslkit train <method> [options]
+
+methods:   ${CLI_METHODS.join(", ")}
+options:
+  --dataset NAME         ${CLI_DATASETS.join(" | ")} (default fashion-mnist; cifar10/folder need --data-dir)
+  --data-dir DIR         dataset directory (cifar10 binary batches; folder: DIR/train and DIR/test class folders)
+  --backbone NAME        ${CLI_BACKBONES.join(" | ")} (default resnet-small)
+  --preset NAME          ${PRESET_NAMES.join(" | ")} (default quick)
+  --epochs N  --batch B  --seed S  --lr LR  --weight-decay WD  --optimizer adamw|sgd|lars
+  --temperature T        contrastive temperature
+  --warmup-epochs E      linear learning-rate warmup (fractional allowed)
+  --train-subset N       train on N images (0 = all)
+  --eval-train-subset N  labelled train images for k-NN / linear probe (0 = all)
+  --eval-test-subset N   test images for k-NN / linear probe (0 = all)
+  --checkpoint-every N   steps between checkpoints (0 = once per epoch)
+  --keep-checkpoints K   newest checkpoints kept (default 3)
+  --out DIR              output folder (default runs/<method>-<preset>)
+  --resume               continue from the newest valid checkpoint in --out
+  --backend NAME         tensorflow | wasm | cpu (default: best available; or SSLKIT_BACKEND)
+  --progress MODE        auto | bar | plain | none
+  --no-baselines         skip the random-init and raw-pixel baselines
+  -h, --help`;
+
+export class CliUsageError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "CliUsageError";
+  }
+}
+
+function parseNumber(flag: string, value: string | undefined, opts: { integer?: boolean; min?: number } = {}): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!Number.isFinite(n) || (opts.integer && !Number.isInteger(n)) || (opts.min !== undefined && n < opts.min)) {
+    throw new CliUsageError(`--${flag} expects ${opts.integer ? "an integer" : "a number"}${opts.min !== undefined ? ` >= ${opts.min}` : ""}, got '${value}'`);
+  }
+  return n;
+}
+
+function oneOf<T extends string>(flag: string, value: string, choices: readonly T[]): T {
+  if (!choices.includes(value as T)) throw new CliUsageError(`unknown ${flag} '${value}' (expected one of: ${choices.join(", ")})`);
+  return value as T;
+}
+
+export interface CliTrainArgs {
+  config: RunConfig;
+  out: string;
+  dataDir?: string;
+  resume: boolean;
+  backend?: string;
+  progress: "auto" | "bar" | "plain" | "none";
+  baselines: boolean;
+}
+
+/** Parse `train <method> ...` into a run configuration (preset, then saved config on --resume, then flags). */
+export function parseTrainArgs(argv: string[]): CliTrainArgs | "help" {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    strict: true,
+    options: {
+      dataset: { type: "string" },
+      "data-dir": { type: "string" },
+      backbone: { type: "string" },
+      preset: { type: "string" },
+      epochs: { type: "string" },
+      batch: { type: "string" },
+      seed: { type: "string" },
+      lr: { type: "string" },
+      "weight-decay": { type: "string" },
+      optimizer: { type: "string" },
+      temperature: { type: "string" },
+      "warmup-epochs": { type: "string" },
+      "train-subset": { type: "string" },
+      "eval-train-subset": { type: "string" },
+      "eval-test-subset": { type: "string" },
+      "checkpoint-every": { type: "string" },
+      "keep-checkpoints": { type: "string" },
+      out: { type: "string" },
+      resume: { type: "boolean" },
+      backend: { type: "string" },
+      progress: { type: "string" },
+      "no-baselines": { type: "boolean" },
+      help: { type: "boolean", short: "h" },
+    },
+  });
+  if (values.help) return "help";
+  const [command, methodName, ...rest] = positionals;
+  if (command !== "train") throw new CliUsageError(command ? `unknown command '${command}' (expected 'train')` : "missing command (expected 'train')");
+  if (!methodName) throw new CliUsageError("missing method (e.g. 'sslkit train simclr')");
+  if (rest.length > 0) throw new CliUsageError(`unexpected arguments: ${rest.join(" ")}`);
+  const method = oneOf("method", methodName, CLI_METHODS);
+  const preset = oneOf("preset", values.preset ?? "quick", PRESET_NAMES);
+  const out = values.out ?? path.join("runs", `${method}-${preset}`);
+  const resume = values.resume ?? false;
+
+  let config: RunConfig = presetConfig(method, preset);
+  const savedPath = path.join(out, "config.json");
+  if (resume && fs.existsSync(savedPath)) {
+    const saved = JSON.parse(fs.readFileSync(savedPath, "utf8")) as { config?: RunConfig };
+    if (saved.config && saved.config.method === method) config = { ...config, ...saved.config };
+  }
+  const subset = (flag: string, v: string | undefined) => {
+    const n = parseNumber(flag, v, { integer: true, min: 0 });
+    return n === undefined ? undefined : n === 0 ? null : n;
+  };
+  const set = <K extends keyof RunConfig>(key: K, value: RunConfig[K] | undefined) => {
+    if (value !== undefined) config[key] = value;
+  };
+  if (values.preset !== undefined && resume && fs.existsSync(savedPath) && config.preset !== preset) {
+    throw new CliUsageError(`--resume: ${savedPath} was written with preset '${config.preset}', not '${preset}'`);
+  }
+  set("dataset", values.dataset !== undefined ? oneOf("dataset", values.dataset, CLI_DATASETS) : undefined);
+  set("backbone", values.backbone !== undefined ? oneOf("backbone", values.backbone, CLI_BACKBONES) : undefined);
+  set("epochs", parseNumber("epochs", values.epochs, { integer: true, min: 1 }));
+  set("batchSize", parseNumber("batch", values.batch, { integer: true, min: 2 }));
+  set("seed", parseNumber("seed", values.seed, { integer: true, min: 0 }));
+  set("lr", parseNumber("lr", values.lr, { min: 0 }));
+  set("weightDecay", parseNumber("weight-decay", values["weight-decay"], { min: 0 }));
+  set("optimizer", values.optimizer !== undefined ? oneOf("optimizer", values.optimizer, ["adamw", "sgd", "lars"] as const) : undefined);
+  const temperature = parseNumber("temperature", values.temperature, { min: 0 });
+  if (temperature === 0) throw new CliUsageError("--temperature must be positive");
+  set("temperature", temperature);
+  set("warmupEpochs", parseNumber("warmup-epochs", values["warmup-epochs"], { min: 0 }));
+  for (const [flag, key] of [["train-subset", "trainSubset"], ["eval-train-subset", "evalTrainSubset"], ["eval-test-subset", "evalTestSubset"]] as const) {
+    const v = subset(flag, values[flag]);
+    if (v === null) delete config[key];
+    else if (v !== undefined) config[key] = v;
+  }
+  set("checkpointEvery", parseNumber("checkpoint-every", values["checkpoint-every"], { integer: true, min: 0 }));
+  set("keepCheckpoints", parseNumber("keep-checkpoints", values["keep-checkpoints"], { integer: true, min: 1 }));
+  const progress = oneOf("progress mode", values.progress ?? "auto", ["auto", "bar", "plain", "none"] as const);
+  if ((config.dataset === "cifar10" || config.dataset === "folder") && !values["data-dir"]) {
+    throw new CliUsageError(`--dataset ${config.dataset} needs --data-dir`);
+  }
+  return { config, out, dataDir: values["data-dir"], resume, backend: values.backend, progress, baselines: !values["no-baselines"] };
+}
+
+/** Load the train and test splits of a dataset by CLI name. */
+export async function loadCliDataset(name: string, dataDir?: string): Promise<{ train: ImageDataset; test: ImageDataset }> {
+  switch (name) {
+    case "fashion-mnist":
+      return { train: await loadFashionMnist({ split: "train", dir: dataDir }), test: await loadFashionMnist({ split: "test", dir: dataDir }) };
+    case "cifar10":
+      return { train: await loadCifar10({ split: "train", dir: dataDir! }), test: await loadCifar10({ split: "test", dir: dataDir! }) };
+    case "folder":
+      return { train: await loadImageFolder(path.join(dataDir!, "train"), {}), test: await loadImageFolder(path.join(dataDir!, "test"), {}) };
+    default:
+      throw new CliUsageError(`unknown dataset '${name}' (expected one of: ${CLI_DATASETS.join(", ")})`);
+  }
+}
+
+/** Build a method by name on a fresh backbone. */
+export function createCliMethod(config: RunConfig, inputShape: [number, number, number]): SSLMethod {
+  const backbone = createBackbone(config.backbone as BackboneName, { inputShape, seed: config.seed });
+  switch (config.method) {
+    case "simclr":
+      return new SimCLR({
+        backbone,
+        inputShape,
+        temperature: config.temperature,
+        projectionHiddenDim: config.projectionHiddenDim,
+        projectionDim: config.projectionDim,
+        cropScale: config.cropScale,
+        seed: config.seed,
+      });
+    default:
+      backbone.dispose();
+      throw new CliUsageError(`unknown method '${config.method}' (expected one of: ${CLI_METHODS.join(", ")})`);
+  }
+}
+
+function randomSubset(ds: ImageDataset, n: number | undefined, seed: number): ImageDataset {
+  if (n === undefined || n >= ds.count) return ds;
+  const indices = new Rng(seed).permutation(ds.count).slice(0, n).sort();
+  return subsetDataset(ds, indices);
+}
+
+function evalSubset(ds: ImageDataset, n: number | undefined, seed: number): ImageDataset {
+  if (n === undefined || n >= ds.count) return ds;
+  const perClass = Math.max(1, Math.floor(n / ds.classNames.length));
+  return balancedSubset(ds, perClass, seed);
+}
+
+interface EncoderResult {
+  encoder: string;
+  knnTop1: number;
+  linearTop1: number;
+  featureDim: number;
+  seconds: number;
+}
+
+const pct = (x: number) => (Number.isFinite(x) ? `${(100 * x).toFixed(2)}%` : "n/a");
+
+function formatSeconds(s: number): string {
+  if (s < 90) return `${s.toFixed(1)} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
+  return `${Math.floor(s / 3600)} h ${Math.round((s % 3600) / 60)} min`;
+}
+
+export interface CliResults {
+  method: string;
+  backbone: string;
+  dataset: string;
+  preset: string;
+  backend: string;
+  epochs: number;
+  steps: number;
+  imagesSeen: number;
+  trainImages: number;
+  evalTrainImages: number;
+  evalTestImages: number;
+  trainWallSeconds: number;
+  totalWallSeconds: number;
+  finalLoss: number;
+  encoders: EncoderResult[];
+}
+
+export function resultsMarkdown(r: CliResults): string {
+  const lines = [
+    `# ${r.method} on ${r.dataset} (${r.preset} preset)`,
+    "",
+    `Backbone ${r.backbone}, ${r.epochs} epoch(s) on ${r.trainImages} images (${r.steps} steps, ${r.imagesSeen} images seen), ` +
+      `training wall time ${formatSeconds(r.trainWallSeconds)} (total ${formatSeconds(r.totalWallSeconds)}), backend ${r.backend}. ` +
+      `Evaluation: weighted k-NN (k=20) and a linear probe on ${r.evalTrainImages} labelled train images, top-1 on ${r.evalTestImages} test images.`,
+    "",
+    "| encoder | method | backbone | epochs | images seen | wall time | backend | k-NN top-1 | linear top-1 |",
+    "|---|---|---|---|---|---|---|---|---|",
+  ];
+  for (const e of r.encoders) {
+    const trained = e.encoder.startsWith("learned");
+    lines.push(
+      `| ${e.encoder} | ${trained ? r.method : "-"} | ${e.encoder === "raw pixels" ? "-" : r.backbone} | ${trained ? r.epochs : 0} | ` +
+        `${trained ? r.imagesSeen : 0} | ${trained ? formatSeconds(r.trainWallSeconds) : "-"} | ${r.backend} | ${pct(e.knnTop1)} | ${pct(e.linearTop1)} |`,
+    );
+  }
+  return lines.join("\n") + "\n";
+}
+
+/** The training curve (loss and k-NN monitor) as a PNG through lib/src/viz, when that module offers it. */
+async function writeTrainingCurve(records: readonly MetricsRecord[], file: string, warn: (m: string) => void): Promise<boolean> {
+  const v = viz as unknown as Record<string, unknown>;
+  const toPng = v["vegaLiteToPng"] as ((spec: unknown) => Promise<Buffer>) | undefined;
+  const lineChart = v["lineChartSpec"] as ((opts: unknown) => unknown) | undefined;
+  if (typeof toPng !== "function" || typeof lineChart !== "function") {
+    warn("warning: lib/src/viz has no vegaLiteToPng/lineChartSpec; training-curve.png not written");
+    return false;
+  }
+  const data = records
+    .filter((r) => r.type === "step" && typeof r.loss === "number")
+    .map((r) => ({ step: r.step, value: r.loss as number, series: "loss" }));
+  try {
+    const spec = lineChart({ data, x: "step", y: "value", color: "series", title: "training loss", xTitle: "step", yTitle: "loss" });
+    fs.writeFileSync(file, await toPng(spec));
+    return true;
+  } catch (err) {
+    warn(`warning: could not render training-curve.png: ${(err as Error).message}`);
+    return false;
+  }
+}
+
+/** `sslkit train ...`; returns the process exit code. */
+export async function runTrain(argv: string[]): Promise<number> {
+  const parsed = parseTrainArgs(argv);
+  if (parsed === "help") {
+    console.log(USAGE);
+    return 0;
+  }
+  const { config, out, resume } = parsed;
+  const t0 = performance.now();
+  const info = await initBackend(parsed.backend);
+  const backend = describeBackend(info);
+  console.log(`sslkit: backend ${backend}`);
+  fs.mkdirSync(out, { recursive: true });
+  fs.writeFileSync(path.join(out, "config.json"), JSON.stringify({ config, backend, argv }, null, 2) + "\n");
+
+  const { train: fullTrain, test: fullTest } = await loadCliDataset(config.dataset, parsed.dataDir);
+  const train = randomSubset(fullTrain, config.trainSubset, deriveSeed(config.seed, 1));
+  const evalTrain = evalSubset(fullTrain, config.evalTrainSubset, deriveSeed(config.seed, 2));
+  const evalTest = evalSubset(fullTest, config.evalTestSubset, deriveSeed(config.seed, 3));
+  const inputShape: [number, number, number] = [train.height, train.width, train.channels];
+  console.log(
+    `sslkit: ${config.method} / ${config.backbone} on ${config.dataset}: ${train.count} train images, ${config.epochs} epoch(s), batch ${config.batchSize}, seed ${config.seed}, preset ${config.preset}`,
+  );
+
+  const method = createCliMethod(config, inputShape);
+  const stepsPerEpoch = Math.floor(train.count / config.batchSize);
+  const knnMonitor =
+    config.knnMonitor[0] > 0
+      ? { train: evalSubset(fullTrain, config.knnMonitor[0], deriveSeed(config.seed, 4)), test: evalSubset(fullTest, config.knnMonitor[1], deriveSeed(config.seed, 5)), k: config.knnK }
+      : undefined;
+  const trainer = new Trainer(method, train, {
+    epochs: config.epochs,
+    batchSize: config.batchSize,
+    seed: config.seed,
+    optimizer: { name: config.optimizer, lr: config.lr, weightDecay: config.weightDecay },
+    warmupSteps: Math.round(config.warmupEpochs * stepsPerEpoch),
+    maxGradNorm: config.maxGradNorm,
+    outDir: out,
+    checkpointEvery: config.checkpointEvery > 0 ? config.checkpointEvery : undefined,
+    keepCheckpoints: config.keepCheckpoints,
+    resume,
+    collapseEvery: config.collapseEvery,
+    knnMonitor,
+    progress: parsed.progress,
+    config: config as unknown as Record<string, unknown>,
+    handleSignals: true,
+  });
+  const result = await trainer.fit();
+  if (result.interrupted) {
+    console.log(`sslkit: interrupted (${result.signal}) at step ${result.steps}/${result.totalSteps}; checkpoint ${result.lastCheckpoint}. Continue with --resume.`);
+    trainer.dispose();
+    method.dispose();
+    return result.signal === "SIGINT" ? 130 : result.signal === "SIGTERM" ? 143 : 0;
+  }
+  console.log(`sslkit: trained ${result.steps} steps in ${formatSeconds(result.wallSeconds)}; final loss ${result.finalLoss.toFixed(4)}`);
+
+  const encoders: EncoderResult[] = [];
+  const score = async (encoder: string, backbone: Backbone | undefined) => {
+    const s: RepresentationScores = await evaluateRepresentation({
+      backbone,
+      train: evalTrain,
+      test: evalTest,
+      transform: backbone ? (method as { evalTransform?: (x: import("@tensorflow/tfjs-core").Tensor4D) => import("@tensorflow/tfjs-core").Tensor4D }).evalTransform : undefined,
+      knn: { k: config.knnK },
+      probe: { epochs: config.probeEpochs, seed: config.seed },
+    });
+    const seconds = s.seconds.features + s.seconds.knn + s.seconds.probe;
+    encoders.push({ encoder, knnTop1: s.knnTop1, linearTop1: s.linearTop1, featureDim: s.featureDim, seconds });
+    console.log(`sslkit: ${encoder.padEnd(24)} k-NN ${pct(s.knnTop1).padStart(7)}  linear ${pct(s.linearTop1).padStart(7)}  (${formatSeconds(seconds)})`);
+  };
+  await score(`learned (${config.method})`, method.backbone);
+  if (parsed.baselines) {
+    const randomInit = createBackbone(config.backbone as BackboneName, { inputShape, seed: config.seed });
+    try {
+      await score("random init", randomInit);
+    } finally {
+      randomInit.dispose();
+    }
+    await score("raw pixels", undefined);
+  }
+
+  const results: CliResults = {
+    method: config.method,
+    backbone: config.backbone,
+    dataset: config.dataset,
+    preset: config.preset,
+    backend,
+    epochs: config.epochs,
+    steps: result.steps,
+    imagesSeen: result.imagesSeen,
+    trainImages: train.count,
+    evalTrainImages: evalTrain.count,
+    evalTestImages: evalTest.count,
+    trainWallSeconds: result.wallSeconds,
+    totalWallSeconds: (performance.now() - t0) / 1000,
+    finalLoss: result.finalLoss,
+    encoders,
+  };
+  fs.writeFileSync(path.join(out, "results.json"), JSON.stringify(results, null, 2) + "\n");
+  fs.writeFileSync(path.join(out, "results.md"), resultsMarkdown(results));
+  await writeTrainingCurve(MetricsLog.read(path.join(out, "metrics.jsonl")), path.join(out, "training-curve.png"), (m) => console.warn(m));
+  console.log(`\n${resultsMarkdown(results)}`);
+  console.log(`sslkit: wrote ${["config.json", "metrics.jsonl", "results.json", "results.md", "training-curve.png"].filter((f) => fs.existsSync(path.join(out, f))).map((f) => path.join(out, f)).join(", ")}`);
+  trainer.dispose();
+  method.dispose();
+  return 0;
+}
+
+export async function main(argv: string[] = process.argv.slice(2)): Promise<number> {
+  try {
+    if (argv.length === 0 || argv[0] === "-h" || argv[0] === "--help") {
+      console.log(USAGE);
+      return argv.length === 0 ? 2 : 0;
+    }
+    return await runTrain(argv);
+  } catch (err) {
+    const e = err as Error & { code?: string };
+    if (err instanceof CliUsageError || e.code === "ERR_PARSE_ARGS_UNKNOWN_OPTION" || e.code === "ERR_PARSE_ARGS_INVALID_OPTION_VALUE") {
+      console.error(`sslkit: ${e.message}\n\n${USAGE}`);
+      return 2;
+    }
+    console.error(`sslkit: error: ${e.message}`);
+    if (process.env.SSLKIT_DEBUG) console.error(e.stack);
+    return 1;
+  }
+}
+
+if (require.main === module) {
+  main().then((code) => process.exit(code));
+}

@@ -1,0 +1,246 @@
+/**
+ * Vision Transformer (Dosovitskiy et al. 2021) as in the MAE reference code: patch embedding
+ * (patchify + one matMul), class token, fixed 2-D sin-cos or learnable position embedding,
+ * pre-norm blocks x + MHSA(LN(x)), x + MLP(LN(x)), final LayerNorm.
+ * `forward` returns the class token; `forwardTokens` also returns the patch tokens and can keep
+ * only a subset of patches (MAE's random masking: position embeddings are added first).
+ */
+import * as tf from "@tensorflow/tfjs-core";
+import { Rng } from "../random";
+import { Backbone } from "./backbone";
+import { Module } from "./module";
+import * as fastOps from "./fast-ops";
+import { LayerNorm, Linear, LinearInit, Mlp, MultiHeadSelfAttention } from "./layers";
+import { initNormal, initTruncNormal } from "./init";
+
+/**
+ * MAE's get_2d_sincos_pos_embed: [gridH * gridW (+1 when clsToken), dim], row-major patches.
+ * For the patch in row i, column j: the first dim/2 values encode the column j, the last dim/2
+ * the row i (MAE's meshgrid puts w first); each half is [sin(pos * w_k), cos(pos * w_k)],
+ * w_k = 1 / 10000^(k / (dim/4)), k = 0 .. dim/4 - 1. The class token's row is zeros.
+ */
+export function get2dSincosPosEmbed(dim: number, gridH: number, gridW: number, clsToken = false): Float32Array {
+  if (!Number.isInteger(dim) || dim <= 0 || dim % 4 !== 0) throw new Error(`get2dSincosPosEmbed: dim must be a positive multiple of 4, got ${dim}`);
+  if (!Number.isInteger(gridH) || !Number.isInteger(gridW) || gridH < 1 || gridW < 1) {
+    throw new Error(`get2dSincosPosEmbed: grid must be positive integers, got ${gridH}x${gridW}`);
+  }
+  const quarter = dim / 4;
+  const offset = clsToken ? 1 : 0;
+  const out = new Float32Array((gridH * gridW + offset) * dim);
+  for (let i = 0; i < gridH; i++) {
+    for (let j = 0; j < gridW; j++) {
+      const row = (offset + i * gridW + j) * dim;
+      for (let k = 0; k < quarter; k++) {
+        const omega = 1 / Math.pow(10000, k / quarter);
+        out[row + k] = Math.sin(j * omega);
+        out[row + quarter + k] = Math.cos(j * omega);
+        out[row + 2 * quarter + k] = Math.sin(i * omega);
+        out[row + 3 * quarter + k] = Math.cos(i * omega);
+      }
+    }
+  }
+  return out;
+}
+
+/** One pre-norm transformer block: x + Attn(LN(x)), then x + MLP(LN(x)). */
+export class TransformerBlock extends Module {
+  readonly norm1: LayerNorm;
+  readonly attn: MultiHeadSelfAttention;
+  readonly norm2: LayerNorm;
+  readonly mlp: Mlp;
+
+  constructor(dim: number, heads: number, mlpRatio: number, rng: Rng, opts: { qkvBias?: boolean; eps?: number; init?: LinearInit } = {}) {
+    super();
+    const hidden = Math.round(dim * mlpRatio);
+    this.norm1 = this.addChild("norm1", new LayerNorm(dim, { eps: opts.eps }));
+    this.attn = this.addChild("attn", new MultiHeadSelfAttention(dim, heads, { rng, qkvBias: opts.qkvBias, init: opts.init }));
+    this.norm2 = this.addChild("norm2", new LayerNorm(dim, { eps: opts.eps }));
+    this.mlp = this.addChild("mlp", new Mlp(dim, hidden, { rng, init: opts.init }));
+  }
+
+  forward(x: tf.Tensor3D): tf.Tensor3D {
+    const h = tf.add(x, this.attn.forward(this.norm1.forward(x))) as tf.Tensor3D;
+    return tf.add(h, this.mlp.forward(this.norm2.forward(h))) as tf.Tensor3D;
+  }
+}
+
+/** Architecture of a ViT (everything but the input size). */
+export interface ViTConfig {
+  patchSize: number;
+  dim: number;
+  depth: number;
+  heads: number;
+  mlpRatio: number;
+}
+
+/** Named ViT configurations. "vit-tiny" is the 28x28 benchmark config; the /16 ones are DeiT/ViT's. */
+export const vitConfigs = {
+  "vit-tiny": { patchSize: 4, dim: 128, depth: 4, heads: 4, mlpRatio: 4 },
+  "vit-ti16": { patchSize: 16, dim: 192, depth: 12, heads: 3, mlpRatio: 4 },
+  "vit-s16": { patchSize: 16, dim: 384, depth: 12, heads: 6, mlpRatio: 4 },
+  "vit-b16": { patchSize: 16, dim: 768, depth: 12, heads: 12, mlpRatio: 4 },
+} as const satisfies Record<string, ViTConfig>;
+
+export interface ViTOptions extends Partial<ViTConfig> {
+  /** Input height and width (a number for square images). Default 224. */
+  imageSize?: number | [number, number];
+  /** Input channels. Default 3. */
+  inChannels?: number;
+  /** "sincos": fixed 2-D sin-cos (MAE, a buffer); "learnable": trunc normal 0.02 parameter. Default "sincos". */
+  posEmbed?: "sincos" | "learnable";
+  /** Bias on the qkv projection (default true). */
+  qkvBias?: boolean;
+  /** LayerNorm eps (default 1e-6, MAE). */
+  layerNormEps?: number;
+  /** Init of the blocks' linears: "xavier-uniform" (MAE, default) or "trunc-normal" (timm/DINO, std 0.02). */
+  linearInit?: LinearInit;
+  seed?: number;
+  rng?: Rng;
+}
+
+/** Options of ViT.forwardTokens. */
+export interface ViTForwardTokensOptions {
+  /**
+   * Patch indices to keep per image, [N, K] int32 tensor or an Int32Array of N*K values
+   * (row n lists image n's kept patches, in the order they should appear). Default: all patches.
+   */
+  keep?: Int32Array | tf.Tensor2D;
+}
+
+/** ViT backbone: images [N, H, W, C] -> class token [N, dim]. */
+export class ViT extends Backbone {
+  readonly outputDim: number;
+  readonly dim: number;
+  readonly depth: number;
+  readonly heads: number;
+  readonly mlpRatio: number;
+  readonly patchSize: number;
+  readonly inChannels: number;
+  readonly imageSize: [number, number];
+  /** Patch grid [rows, cols]. */
+  readonly gridSize: [number, number];
+  readonly numPatches: number;
+  readonly posEmbedKind: "sincos" | "learnable";
+  readonly patchEmbed: Linear;
+  readonly clsToken: tf.Variable;
+  /** [1, 1 + numPatches, dim]; row 0 belongs to the class token. */
+  readonly posEmbed: tf.Variable;
+  readonly blocks: TransformerBlock[] = [];
+  readonly norm: LayerNorm;
+
+  constructor(opts: ViTOptions = {}) {
+    super();
+    const base = vitConfigs["vit-s16"];
+    this.patchSize = opts.patchSize ?? base.patchSize;
+    this.dim = opts.dim ?? base.dim;
+    this.depth = opts.depth ?? base.depth;
+    this.heads = opts.heads ?? base.heads;
+    this.mlpRatio = opts.mlpRatio ?? base.mlpRatio;
+    this.outputDim = this.dim;
+    this.inChannels = opts.inChannels ?? 3;
+    const size = opts.imageSize ?? 224;
+    this.imageSize = typeof size === "number" ? [size, size] : [size[0], size[1]];
+    const [ih, iw] = this.imageSize;
+    const p = this.patchSize;
+    if (!Number.isInteger(p) || p < 1 || ih % p !== 0 || iw % p !== 0) {
+      throw new Error(`ViT: patch size ${p} must divide the image size ${ih}x${iw}`);
+    }
+    if (!Number.isInteger(this.depth) || this.depth < 0) throw new Error(`ViT: depth must be a non-negative integer, got ${this.depth}`);
+    if (!Number.isInteger(this.inChannels) || this.inChannels < 1) throw new Error(`ViT: inChannels must be a positive integer, got ${this.inChannels}`);
+    this.gridSize = [ih / p, iw / p];
+    this.numPatches = this.gridSize[0] * this.gridSize[1];
+    this.posEmbedKind = opts.posEmbed ?? "sincos";
+    const rng = opts.rng ?? new Rng(opts.seed ?? 0);
+    const d = this.dim;
+    const patchDim = p * p * this.inChannels;
+    // MAE: xavier_uniform on the patch projection viewed as [D, p*p*C]; cls token normal(0.02).
+    this.patchEmbed = this.addChild("patchEmbed", new Linear(patchDim, d, { rng, init: "xavier-uniform" }));
+    this.clsToken = this.addParam("clsToken", initNormal([1, 1, d], 0.02, rng), { decay: false });
+    if (this.posEmbedKind === "sincos") {
+      const table = get2dSincosPosEmbed(d, this.gridSize[0], this.gridSize[1], true);
+      this.posEmbed = this.addBuffer("posEmbed", tf.tensor3d(table, [1, this.numPatches + 1, d]));
+    } else if (this.posEmbedKind === "learnable") {
+      this.posEmbed = this.addParam("posEmbed", initTruncNormal([1, this.numPatches + 1, d], 0.02, rng), { decay: false });
+    } else {
+      throw new Error(`ViT: posEmbed must be "sincos" or "learnable", got '${this.posEmbedKind as string}'`);
+    }
+    for (let i = 0; i < this.depth; i++) {
+      this.blocks.push(this.addChild(`blocks.${i}`, new TransformerBlock(d, this.heads, this.mlpRatio, rng, { qkvBias: opts.qkvBias, eps: opts.layerNormEps ?? 1e-6, init: opts.linearInit })));
+    }
+    this.norm = this.addChild("norm", new LayerNorm(d, { eps: opts.layerNormEps ?? 1e-6 }));
+  }
+
+  private checkInput(x: tf.Tensor4D): void {
+    const [ih, iw] = this.imageSize;
+    if (x.rank !== 4 || x.shape[1] !== ih || x.shape[2] !== iw || x.shape[3] !== this.inChannels) {
+      throw new Error(`ViT: expected input [N, ${ih}, ${iw}, ${this.inChannels}], got [${x.shape}]`);
+    }
+  }
+
+  /** Patch tokens with position embeddings, [N, L, D] (before selecting kept patches). */
+  embedPatches(x: tf.Tensor4D): tf.Tensor3D {
+    this.checkInput(x);
+    const tokens = this.patchEmbed.forward(fastOps.patchify(x, this.patchSize));
+    const pos = tf.slice(this.posEmbed, [0, 1, 0], [1, this.numPatches, this.dim]);
+    return tf.add(tokens, pos) as tf.Tensor3D;
+  }
+
+  /** Class token plus its position embedding, broadcast to [N, 1, D]. */
+  private classTokens(n: number): tf.Tensor3D {
+    const pos = tf.slice(this.posEmbed, [0, 0, 0], [1, 1, this.dim]);
+    return tf.broadcastTo(tf.add(this.clsToken, pos), [n, 1, this.dim]) as tf.Tensor3D;
+  }
+
+  /** Runs the transformer on [cls; patch tokens] ([N, 1+K, D] in), returns the final-normed sequence. */
+  private encode(x: tf.Tensor4D, keep?: Int32Array | tf.Tensor2D): tf.Tensor3D {
+    const n = x.shape[0];
+    let patches = this.embedPatches(x);
+    if (keep !== undefined) patches = fastOps.takeRows(patches, keep);
+    let h = tf.concat([this.classTokens(n), patches], 1) as tf.Tensor3D;
+    for (const block of this.blocks) h = block.forward(h);
+    return this.norm.forward(h);
+  }
+
+  /**
+   * Class token [N, D] and patch tokens [N, K or L, D] after the final LayerNorm. With `keep`,
+   * only those patches enter the transformer (position embeddings were added before selection).
+   */
+  forwardTokens(x: tf.Tensor4D, opts: ViTForwardTokensOptions = {}): { cls: tf.Tensor2D; patches: tf.Tensor3D } {
+    const h = this.encode(x, opts.keep);
+    const [n, len, d] = h.shape;
+    const cls = tf.reshape(tf.slice(h, [0, 0, 0], [n, 1, d]), [n, d]) as tf.Tensor2D;
+    const patches = tf.slice(h, [0, 1, 0], [n, len - 1, d]) as tf.Tensor3D;
+    return { cls, patches };
+  }
+
+  forward(x: tf.Tensor4D): tf.Tensor2D {
+    const h = this.encode(x);
+    const [n, , d] = h.shape;
+    return tf.reshape(tf.slice(h, [0, 0, 0], [n, 1, d]), [n, d]) as tf.Tensor2D;
+  }
+
+  /** Record (or stop recording) each block's attention map on the following forwards. */
+  setRecordAttention(on: boolean): void {
+    for (const b of this.blocks) {
+      b.attn.recordAttention = on;
+      if (!on) b.attn.clearAttention();
+    }
+  }
+
+  /** Each block's last recorded attention map [N, heads, 1+K, 1+K] (token 0 = class token), or null. */
+  lastAttentions(): (tf.Tensor4D | null)[] {
+    return this.blocks.map((b) => b.attn.lastAttention);
+  }
+}
+
+type ViTFactoryOptions = Omit<ViTOptions, keyof ViTConfig>;
+
+/** The 28x28 benchmark ViT: patch 4, dim 128, depth 4, heads 4, MLP ratio 4. Defaults to 28x28x1 (Fashion-MNIST). */
+export function vitTiny(opts: ViTFactoryOptions = {}): ViT {
+  return new ViT({ imageSize: 28, inChannels: 1, ...opts, ...vitConfigs["vit-tiny"] });
+}
+
+/** ViT-S/16: patch 16, dim 384, depth 12, heads 6 (22M parameters at 224x224). Defaults to 224x224x3. */
+export function vitSmall16(opts: ViTFactoryOptions = {}): ViT {
+  return new ViT({ imageSize: 224, inChannels: 3, ...opts, ...vitConfigs["vit-s16"] });
+}

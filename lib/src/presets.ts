@@ -1,0 +1,138 @@
+/**
+ * Run presets shared by the CLI and the notebooks (which read SSLKIT_PRESET):
+ *   smoke  - under ~2 minutes end to end on 2 CPU cores (CI): a tiny train subset, 1 epoch.
+ *   quick  - under ~30 minutes on 2 CPU cores: the README's main job.
+ *   paper  - paper-scale settings for a GPU (full data, long schedule, large batch).
+ */
+
+export type PresetName = "smoke" | "quick" | "paper";
+export const PRESET_NAMES: readonly PresetName[] = ["smoke", "quick", "paper"];
+
+export interface RunConfig {
+  method: string;
+  preset: PresetName;
+  dataset: string;
+  backbone: string;
+  epochs: number;
+  batchSize: number;
+  seed: number;
+  /** Train on this many images (a seeded random subset); undefined = the whole train split. */
+  trainSubset?: number;
+  /** Final evaluation: labelled train images (class-balanced subset) and test images; undefined = all. */
+  evalTrainSubset?: number;
+  evalTestSubset?: number;
+  optimizer: "adamw" | "sgd" | "lars";
+  lr: number;
+  weightDecay: number;
+  warmupEpochs: number;
+  maxGradNorm?: number;
+  /** SimCLR / MoCo temperature. */
+  temperature: number;
+  projectionHiddenDim: number;
+  projectionDim: number;
+  /** RandomResizedCrop area range of the views. */
+  cropScale: [number, number];
+  /** Steps between checkpoints (0 = once per epoch). */
+  checkpointEvery: number;
+  keepCheckpoints: number;
+  /** Steps between collapse scores. */
+  collapseEvery: number;
+  /** k-NN monitor each epoch on [train, test] images (0 = off). */
+  knnMonitor: [number, number];
+  knnK: number;
+  /** Linear-probe epochs (full-batch / mini-batch training of a linear classifier on frozen features). */
+  probeEpochs: number;
+}
+
+type Overrides = Partial<RunConfig>;
+
+const BASE: Omit<RunConfig, "method" | "preset"> = {
+  dataset: "fashion-mnist",
+  backbone: "resnet-small",
+  epochs: 1,
+  batchSize: 256,
+  seed: 0,
+  optimizer: "adamw",
+  lr: 1e-3,
+  weightDecay: 1e-6,
+  warmupEpochs: 0,
+  temperature: 0.2,
+  projectionHiddenDim: 512,
+  projectionDim: 128,
+  cropScale: [0.3, 1],
+  checkpointEvery: 0,
+  keepCheckpoints: 3,
+  collapseEvery: 25,
+  knnMonitor: [0, 0],
+  knnK: 20,
+  probeEpochs: 30,
+};
+
+const PRESETS: Record<PresetName, Overrides> = {
+  // CI: ~2k images, one epoch, evaluation on 2k/1k images.
+  smoke: {
+    epochs: 1,
+    batchSize: 128,
+    trainSubset: 2048,
+    evalTrainSubset: 2000,
+    evalTestSubset: 1000,
+    checkpointEvery: 8,
+    collapseEvery: 4,
+    probeEpochs: 20,
+  },
+  // The README's main job: 30k images x 4 epochs at batch 256 (the PyTorch reference recipe:
+  // tau 0.2, AdamW 1e-3 with cosine decay, crop 0.3-1, projection 512 -> 128), evaluation on
+  // 10k labelled train images and the full 10k test split.
+  quick: {
+    epochs: 4,
+    batchSize: 256,
+    trainSubset: 30000,
+    evalTrainSubset: 10000,
+    evalTestSubset: 10000,
+    warmupEpochs: 0.25,
+    checkpointEvery: 40,
+    collapseEvery: 20,
+    knnMonitor: [2000, 1000],
+    probeEpochs: 40,
+  },
+  // Paper scale for a GPU (SimCLR sec. B.9 CIFAR-10 settings adapted): LARS, large batch, long schedule.
+  paper: {
+    epochs: 200,
+    batchSize: 512,
+    optimizer: "lars",
+    lr: 0.3 * (512 / 256),
+    weightDecay: 1e-6,
+    warmupEpochs: 10,
+    temperature: 0.5,
+    projectionHiddenDim: 2048,
+    projectionDim: 128,
+    cropScale: [0.08, 1],
+    checkpointEvery: 1000,
+    collapseEvery: 100,
+    knnMonitor: [10000, 10000],
+    probeEpochs: 100,
+  },
+};
+
+/** Method-specific adjustments on top of a preset (methods without an entry use the preset as is). */
+const METHOD_OVERRIDES: Record<string, Partial<Record<PresetName, Overrides>>> = {
+  simclr: {},
+};
+
+/** The full run configuration of a method under a preset. */
+export function presetConfig(method: string, preset: PresetName | string = "quick"): RunConfig {
+  if (!PRESET_NAMES.includes(preset as PresetName)) {
+    throw new Error(`presetConfig: unknown preset '${preset}' (expected one of ${PRESET_NAMES.join(", ")})`);
+  }
+  if (typeof method !== "string" || method.length === 0) throw new Error("presetConfig: method name required");
+  const p = preset as PresetName;
+  return { ...BASE, ...PRESETS[p], ...(METHOD_OVERRIDES[method]?.[p] ?? {}), method, preset: p };
+}
+
+/** The preset named by SSLKIT_PRESET (default `fallback`, "smoke" unless given). */
+export function presetFromEnv(fallback: PresetName = "smoke"): PresetName {
+  const v = (process.env.SSLKIT_PRESET ?? "").trim();
+  if (v === "") return fallback;
+  if (!PRESET_NAMES.includes(v as PresetName)) throw new Error(`SSLKIT_PRESET='${v}' is not a preset (expected ${PRESET_NAMES.join(", ")})`);
+  return v as PresetName;
+}

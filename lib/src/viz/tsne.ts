@@ -1,0 +1,607 @@
+/**
+ * Barnes-Hut t-SNE (van der Maaten 2014, "Accelerating t-SNE using tree-based algorithms") in
+ * typed arrays, following scikit-learn's TSNE(method="barnes_hut") defaults:
+ *   - sparse input affinities from the exact 3*perplexity nearest neighbours (squared Euclidean),
+ *     per-point bandwidths by binary search on the entropy (eq. 1 of van der Maaten & Hinton 2008),
+ *     symmetrised P = (P + P^T) / sum;
+ *   - gradient dC/dy_i = 4 (sum_j p_ij q_ij Z (y_i - y_j) - sum_j q_ij^2 Z (y_i - y_j))  (eq. 5 of the
+ *     2014 paper), the repulsive sum approximated on a quadtree with the theta criterion
+ *     (cell width / distance < theta);
+ *   - early exaggeration 12 for 250 iterations with momentum 0.5, then momentum 0.8; gains
+ *     (+0.2 / *0.8, min 0.01); learning rate "auto" = max(n / exaggeration / 4, 50); PCA init
+ *     scaled to std 1e-4 (or seeded Gaussian init).
+ * The result is a deterministic function of the data and options (the seed drives the random init).
+ */
+import { Rng } from "../random";
+import { exactKnnGraph, type KnnComputeMethod } from "./knn-graph";
+import { rowsToArrays, toRowMatrix, type ProjectionInput, type RowMatrix } from "./matrix-input";
+
+export interface TsneOptions {
+  /** Effective number of neighbours (default 30). Must be < number of points. */
+  perplexity?: number;
+  /** Gradient-descent iterations in total, including the early-exaggeration phase (default 1000). */
+  iterations?: number;
+  /** Seed of the random init (default 0). */
+  seed?: number;
+  /** Barnes-Hut accuracy: 0 = exact repulsion (O(n^2)), default 0.5. */
+  theta?: number;
+  earlyExaggeration?: number;
+  /** Iterations with early exaggeration (default 250, capped at `iterations`). */
+  exaggerationIterations?: number;
+  /** Step size; "auto" (default) = max(n / earlyExaggeration / 4, 50) as scikit-learn. */
+  learningRate?: number | "auto";
+  /** "pca" (default, scaled to std 1e-4 on the first axis) or "random" (N(0, 1e-4^2), seeded). */
+  init?: "pca" | "random";
+  /** How the neighbour search computes distances (default "auto": tf.matMul on a non-cpu backend). */
+  knnMethod?: KnnComputeMethod;
+  /** Number of columns when `data` is a flat typed array. */
+  cols?: number;
+  /** Called every `progressEvery` iterations (and at the end) with the current KL divergence. */
+  onProgress?: (p: { iteration: number; iterations: number; kl: number }) => void;
+  progressEvery?: number;
+}
+
+export interface TsneResult {
+  /** n rows of [x, y]. */
+  points: number[][];
+  /** The same coordinates, row-major [n, 2]. */
+  embedding: Float64Array;
+  /** KL(P || Q) at the end (Q's normaliser from the Barnes-Hut estimate when theta > 0). */
+  kl: number;
+  iterations: number;
+  seconds: number;
+}
+
+/** Symmetric sparse joint probabilities P in CSR form (rows sum to the row marginals, total 1). */
+export interface TsneAffinities {
+  n: number;
+  rowPtr: Int32Array;
+  cols: Int32Array;
+  vals: Float64Array;
+}
+
+const MACHINE_EPSILON = 2.220446049250313e-16;
+
+/**
+ * Conditional probabilities p_{j|i} over each point's k neighbours with the bandwidth found by
+ * binary search so that the entropy equals log(perplexity) (scikit-learn's _binary_search_perplexity).
+ */
+export function conditionalAffinities(sqDistances: Float64Array, n: number, k: number, perplexity: number): Float64Array {
+  const P = new Float64Array(n * k);
+  const desiredEntropy = Math.log(perplexity);
+  const tol = 1e-5;
+  for (let i = 0; i < n; i++) {
+    let beta = 1;
+    let betaMin = -Infinity;
+    let betaMax = Infinity;
+    const b = i * k;
+    for (let step = 0; step < 100; step++) {
+      let sumP = 0;
+      for (let t = 0; t < k; t++) {
+        const p = Math.exp(-sqDistances[b + t] * beta);
+        P[b + t] = p;
+        sumP += p;
+      }
+      if (sumP === 0) sumP = 1e-8;
+      let sumDistP = 0;
+      for (let t = 0; t < k; t++) {
+        P[b + t] /= sumP;
+        sumDistP += sqDistances[b + t] * P[b + t];
+      }
+      const entropy = Math.log(sumP) + beta * sumDistP;
+      const diff = entropy - desiredEntropy;
+      if (Math.abs(diff) <= tol) break;
+      if (diff > 0) {
+        betaMin = beta;
+        beta = betaMax === Infinity ? beta * 2 : (beta + betaMax) / 2;
+      } else {
+        betaMax = beta;
+        beta = betaMin === -Infinity ? beta / 2 : (beta + betaMin) / 2;
+      }
+    }
+  }
+  return P;
+}
+
+/** P = (P_cond + P_cond^T) / sum, as CSR with sorted column indices. */
+export function symmetrizeAffinities(indices: Int32Array, condP: Float64Array, n: number, k: number): TsneAffinities {
+  // Count entries per row of P_cond + P_cond^T (duplicates merged below).
+  const counts = new Int32Array(n + 1);
+  for (let i = 0; i < n; i++) {
+    for (let t = 0; t < k; t++) {
+      counts[i + 1]++;
+      counts[indices[i * k + t] + 1]++;
+    }
+  }
+  for (let i = 0; i < n; i++) counts[i + 1] += counts[i];
+  const fill = counts.slice(0, n);
+  const cols = new Int32Array(counts[n]);
+  const vals = new Float64Array(counts[n]);
+  for (let i = 0; i < n; i++) {
+    for (let t = 0; t < k; t++) {
+      const j = indices[i * k + t];
+      const p = condP[i * k + t];
+      cols[fill[i]] = j;
+      vals[fill[i]++] = p;
+      cols[fill[j]] = i;
+      vals[fill[j]++] = p;
+    }
+  }
+  // Sort each row by column and merge duplicates.
+  const rowPtr = new Int32Array(n + 1);
+  const outCols: number[] = [];
+  const outVals: number[] = [];
+  let total = 0;
+  for (let i = 0; i < n; i++) {
+    const start = counts[i];
+    const end = counts[i + 1];
+    const order = Array.from({ length: end - start }, (_, t) => start + t).sort((a, b) => cols[a] - cols[b]);
+    let last = -1;
+    for (const e of order) {
+      if (cols[e] === last) {
+        outVals[outVals.length - 1] += vals[e];
+      } else {
+        outCols.push(cols[e]);
+        outVals.push(vals[e]);
+        last = cols[e];
+      }
+      total += vals[e];
+    }
+    rowPtr[i + 1] = outCols.length;
+  }
+  const norm = Math.max(total, MACHINE_EPSILON);
+  const v = Float64Array.from(outVals, (x) => x / norm);
+  return { n, rowPtr, cols: Int32Array.from(outCols), vals: v };
+}
+
+/** Sparse t-SNE input affinities of `x` (kNN with k = min(n-1, floor(3 * perplexity + 1))). */
+export async function tsneAffinities(x: RowMatrix, perplexity: number, knnMethod: KnnComputeMethod = "auto"): Promise<TsneAffinities> {
+  const n = x.rows;
+  const k = Math.min(n - 1, Math.floor(3 * perplexity + 1));
+  const graph = await exactKnnGraph(x, k, knnMethod);
+  const condP = conditionalAffinities(graph.sqDistances, n, k, perplexity);
+  return symmetrizeAffinities(graph.indices, condP, n, k);
+}
+
+/** Exact KL(P || Q) of a 2-D embedding (O(n^2) for Q's normaliser): the t-SNE objective. */
+export function tsneKlDivergence(P: TsneAffinities, embedding: ArrayLike<number>): number {
+  const n = P.n;
+  let Z = 0;
+  for (let i = 0; i < n; i++) {
+    const xi = embedding[2 * i];
+    const yi = embedding[2 * i + 1];
+    for (let j = 0; j < n; j++) {
+      if (j === i) continue;
+      const dx = xi - embedding[2 * j];
+      const dy = yi - embedding[2 * j + 1];
+      Z += 1 / (1 + dx * dx + dy * dy);
+    }
+  }
+  return klWithNormaliser(P, embedding, Z);
+}
+
+function klWithNormaliser(P: TsneAffinities, Y: ArrayLike<number>, Z: number): number {
+  let kl = 0;
+  for (let i = 0; i < P.n; i++) {
+    for (let e = P.rowPtr[i]; e < P.rowPtr[i + 1]; e++) {
+      const j = P.cols[e];
+      const p = P.vals[e];
+      const dx = Y[2 * i] - Y[2 * j];
+      const dy = Y[2 * i + 1] - Y[2 * j + 1];
+      const q = 1 / (1 + dx * dx + dy * dy) / Z;
+      kl += p * Math.log(Math.max(p, MACHINE_EPSILON) / Math.max(q, MACHINE_EPSILON));
+    }
+  }
+  return kl;
+}
+
+/** Top-2 principal component scores of x (power iteration on the covariance, sign fixed). */
+function pcaInit(x: RowMatrix, rng: Rng): Float64Array {
+  const { values: X, rows: n, cols: d } = x;
+  const mean = new Float64Array(d);
+  for (let i = 0; i < n; i++) for (let c = 0; c < d; c++) mean[c] += X[i * d + c];
+  for (let c = 0; c < d; c++) mean[c] /= n;
+  const cov = new Float64Array(d * d);
+  const row = new Float64Array(d);
+  for (let i = 0; i < n; i++) {
+    for (let c = 0; c < d; c++) row[c] = X[i * d + c] - mean[c];
+    for (let a = 0; a < d; a++) {
+      const ra = row[a];
+      if (ra === 0) continue;
+      const base = a * d;
+      for (let b = a; b < d; b++) cov[base + b] += ra * row[b];
+    }
+  }
+  for (let a = 0; a < d; a++) for (let b = 0; b < a; b++) cov[a * d + b] = cov[b * d + a];
+  const comps: Float64Array[] = [];
+  for (let comp = 0; comp < 2; comp++) {
+    let v = new Float64Array(d);
+    for (let c = 0; c < d; c++) v[c] = rng.normal();
+    for (let it = 0; it < 300; it++) {
+      const w = new Float64Array(d);
+      for (let a = 0; a < d; a++) {
+        let s = 0;
+        for (let b = 0; b < d; b++) s += cov[a * d + b] * v[b];
+        w[a] = s;
+      }
+      for (const u of comps) {
+        let dot = 0;
+        for (let c = 0; c < d; c++) dot += w[c] * u[c];
+        for (let c = 0; c < d; c++) w[c] -= dot * u[c];
+      }
+      let norm = 0;
+      for (let c = 0; c < d; c++) norm += w[c] * w[c];
+      norm = Math.sqrt(norm);
+      if (norm < 1e-300) break; // rank-deficient: keep the previous direction
+      let change = 0;
+      for (let c = 0; c < d; c++) {
+        const nv = w[c] / norm;
+        change += Math.abs(nv - v[c]);
+        v[c] = nv;
+      }
+      v = v.slice();
+      if (change < 1e-10) break;
+    }
+    // Sign convention: the largest-magnitude loading is positive.
+    let big = 0;
+    for (let c = 0; c < d; c++) if (Math.abs(v[c]) > Math.abs(v[big])) big = c;
+    if (v[big] < 0) for (let c = 0; c < d; c++) v[c] = -v[c];
+    comps.push(v);
+  }
+  const Y = new Float64Array(n * 2);
+  for (let i = 0; i < n; i++) {
+    for (let comp = 0; comp < 2; comp++) {
+      let s = 0;
+      for (let c = 0; c < d; c++) s += (X[i * d + c] - mean[c]) * comps[comp][c];
+      Y[2 * i + comp] = s;
+    }
+  }
+  let m0 = 0;
+  for (let i = 0; i < n; i++) m0 += Y[2 * i];
+  m0 /= n;
+  let var0 = 0;
+  for (let i = 0; i < n; i++) var0 += (Y[2 * i] - m0) ** 2;
+  const std0 = Math.sqrt(var0 / n);
+  if (!(std0 > 0)) return randomInit(n, rng);
+  for (let i = 0; i < Y.length; i++) Y[i] = (Y[i] / std0) * 1e-4;
+  return Y;
+}
+
+function randomInit(n: number, rng: Rng): Float64Array {
+  const Y = new Float64Array(n * 2);
+  for (let i = 0; i < Y.length; i++) Y[i] = 1e-4 * rng.normal();
+  return Y;
+}
+
+/**
+ * A quadtree over the current 2-D embedding, rebuilt every iteration, with the repulsive-force
+ * traversal. Nodes are flat typed arrays; children of a node are 4 consecutive nodes.
+ */
+class QuadTree {
+  private cap = 0;
+  private comX = new Float64Array(0);
+  private comY = new Float64Array(0);
+  private width = new Float64Array(0);
+  private count = new Int32Array(0);
+  private child = new Int32Array(0);
+  private start = new Int32Array(0);
+  private nodes = 0;
+  private readonly perm: Int32Array;
+  private readonly tmp: Int32Array;
+  private stack = new Int32Array(1024);
+
+  constructor(private readonly n: number, private readonly leafSize = 1, private readonly maxDepth = 48) {
+    this.perm = new Int32Array(n);
+    this.tmp = new Int32Array(n);
+    this.grow(Math.max(64, 4 * n));
+  }
+
+  private grow(cap: number): void {
+    const copyF = (a: Float64Array) => {
+      const b = new Float64Array(cap);
+      b.set(a.subarray(0, this.nodes));
+      return b;
+    };
+    const copyI = (a: Int32Array) => {
+      const b = new Int32Array(cap);
+      b.set(a.subarray(0, this.nodes));
+      return b;
+    };
+    this.comX = copyF(this.comX);
+    this.comY = copyF(this.comY);
+    this.width = copyF(this.width);
+    this.count = copyI(this.count);
+    this.child = copyI(this.child);
+    this.start = copyI(this.start);
+    this.cap = cap;
+  }
+
+  build(Y: Float64Array): void {
+    const n = this.n;
+    let minX = Infinity;
+    let maxX = -Infinity;
+    let minY = Infinity;
+    let maxY = -Infinity;
+    for (let i = 0; i < n; i++) {
+      const x = Y[2 * i];
+      const y = Y[2 * i + 1];
+      if (x < minX) minX = x;
+      if (x > maxX) maxX = x;
+      if (y < minY) minY = y;
+      if (y > maxY) maxY = y;
+      this.perm[i] = i;
+    }
+    const half = Math.max(maxX - minX, maxY - minY, 1e-12) * 0.5 * (1 + 1e-6);
+    this.nodes = 0;
+    // Work list of nodes to split: (node, cx, cy, half, depth); processed in creation order.
+    const queueCx: number[] = [];
+    const queueCy: number[] = [];
+    const queueHalf: number[] = [];
+    const queueDepth: number[] = [];
+    const root = this.newNode(0, n, half * 2);
+    queueCx.push((minX + maxX) / 2);
+    queueCy.push((minY + maxY) / 2);
+    queueHalf.push(half);
+    queueDepth.push(0);
+    this.setCom(root, Y);
+    let head = 0;
+    const nodeOf: number[] = [root];
+    while (head < nodeOf.length) {
+      const node = nodeOf[head];
+      const cx = queueCx[head];
+      const cy = queueCy[head];
+      const h = queueHalf[head];
+      const depth = queueDepth[head];
+      head++;
+      const cnt = this.count[node];
+      if (cnt <= this.leafSize || depth >= this.maxDepth) continue;
+      // Partition perm[start, start+cnt) into quadrants 0..3 (x >= cx: +1, y >= cy: +2).
+      const s = this.start[node];
+      const qCount = [0, 0, 0, 0];
+      for (let t = s; t < s + cnt; t++) {
+        const p = this.perm[t];
+        const q = (Y[2 * p] >= cx ? 1 : 0) + (Y[2 * p + 1] >= cy ? 2 : 0);
+        qCount[q]++;
+      }
+      const qStart = [s, s + qCount[0], s + qCount[0] + qCount[1], s + qCount[0] + qCount[1] + qCount[2]];
+      const qFill = qStart.slice();
+      for (let t = s; t < s + cnt; t++) {
+        const p = this.perm[t];
+        const q = (Y[2 * p] >= cx ? 1 : 0) + (Y[2 * p + 1] >= cy ? 2 : 0);
+        this.tmp[qFill[q]++] = p;
+      }
+      for (let t = s; t < s + cnt; t++) this.perm[t] = this.tmp[t];
+      const first = this.nodes;
+      this.child[node] = first;
+      const hh = h / 2;
+      for (let q = 0; q < 4; q++) {
+        const c = this.newNode(qStart[q], qCount[q], h);
+        this.setCom(c, Y);
+        if (qCount[q] > 0) {
+          nodeOf.push(c);
+          queueCx.push(cx + (q & 1 ? hh : -hh));
+          queueCy.push(cy + (q & 2 ? hh : -hh));
+          queueHalf.push(hh);
+          queueDepth.push(depth + 1);
+        }
+      }
+    }
+  }
+
+  private newNode(start: number, count: number, width: number): number {
+    if (this.nodes >= this.cap) this.grow(this.cap * 2);
+    const id = this.nodes++;
+    this.start[id] = start;
+    this.count[id] = count;
+    this.width[id] = width;
+    this.child[id] = -1;
+    return id;
+  }
+
+  private setCom(node: number, Y: Float64Array): void {
+    const s = this.start[node];
+    const cnt = this.count[node];
+    let sx = 0;
+    let sy = 0;
+    for (let t = s; t < s + cnt; t++) {
+      const p = this.perm[t];
+      sx += Y[2 * p];
+      sy += Y[2 * p + 1];
+    }
+    this.comX[node] = cnt > 0 ? sx / cnt : 0;
+    this.comY[node] = cnt > 0 ? sy / cnt : 0;
+  }
+
+  /**
+   * Unnormalised repulsive forces: rep[i] = sum_j (1 + d_ij^2)^-2 (y_i - y_j) (cells summarised
+   * at their centre of mass when width^2 < theta^2 d^2). Returns Z = sum_{i != j} (1 + d_ij^2)^-1.
+   */
+  repulsion(Y: Float64Array, theta: number, rep: Float64Array): number {
+    const theta2 = theta * theta;
+    const { comX, comY, width, count, child, start, perm } = this;
+    let stack = this.stack;
+    let Z = 0;
+    for (let i = 0; i < this.n; i++) {
+      const yx = Y[2 * i];
+      const yy = Y[2 * i + 1];
+      let fx = 0;
+      let fy = 0;
+      let sp = 0;
+      stack[sp++] = 0;
+      while (sp > 0) {
+        const node = stack[--sp];
+        const cnt = count[node];
+        if (cnt === 0) continue;
+        const c0 = child[node];
+        if (c0 < 0) {
+          // Leaf: exact interactions with its points.
+          const s = start[node];
+          for (let t = s; t < s + cnt; t++) {
+            const p = perm[t];
+            if (p === i) continue;
+            const dx = yx - Y[2 * p];
+            const dy = yy - Y[2 * p + 1];
+            const q = 1 / (1 + dx * dx + dy * dy);
+            Z += q;
+            const q2 = q * q;
+            fx += q2 * dx;
+            fy += q2 * dy;
+          }
+          continue;
+        }
+        const dx = yx - comX[node];
+        const dy = yy - comY[node];
+        const d2 = dx * dx + dy * dy;
+        const w = width[node];
+        if (w * w < theta2 * d2) {
+          const q = 1 / (1 + d2);
+          Z += cnt * q;
+          const m = cnt * q * q;
+          fx += m * dx;
+          fy += m * dy;
+        } else {
+          if (sp + 4 > stack.length) {
+            const bigger = new Int32Array(stack.length * 2);
+            bigger.set(stack);
+            stack = this.stack = bigger;
+          }
+          stack[sp++] = c0;
+          stack[sp++] = c0 + 1;
+          stack[sp++] = c0 + 2;
+          stack[sp++] = c0 + 3;
+        }
+      }
+      rep[2 * i] = fx;
+      rep[2 * i + 1] = fy;
+    }
+    return Z;
+  }
+}
+
+/** Attractive forces sum_j p_ij (1 + d_ij^2)^-1 (y_i - y_j) (times `exaggeration`). */
+function attraction(P: TsneAffinities, Y: Float64Array, exaggeration: number, out: Float64Array): void {
+  const { rowPtr, cols, vals, n } = P;
+  for (let i = 0; i < n; i++) {
+    const yx = Y[2 * i];
+    const yy = Y[2 * i + 1];
+    let fx = 0;
+    let fy = 0;
+    for (let e = rowPtr[i]; e < rowPtr[i + 1]; e++) {
+      const j = cols[e];
+      const dx = yx - Y[2 * j];
+      const dy = yy - Y[2 * j + 1];
+      const w = (exaggeration * vals[e]) / (1 + dx * dx + dy * dy);
+      fx += w * dx;
+      fy += w * dy;
+    }
+    out[2 * i] = fx;
+    out[2 * i + 1] = fy;
+  }
+}
+
+function yieldToEventLoop(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
+/**
+ * t-SNE of the rows of `data` into 2-D (Barnes-Hut, see the file comment). 5,000 x 128 points take
+ * well under 20 s on one CPU core. Async: it yields to the event loop every 25 iterations so
+ * notebook displays and progress callbacks stay live.
+ */
+export async function tsne(data: ProjectionInput, opts: TsneOptions = {}): Promise<TsneResult> {
+  const t0 = performance.now();
+  const x = toRowMatrix(data, opts.cols, "tsne");
+  const n = x.rows;
+  const perplexity = opts.perplexity ?? 30;
+  const iterations = opts.iterations ?? 1000;
+  const theta = opts.theta ?? 0.5;
+  const exaggeration = opts.earlyExaggeration ?? 12;
+  const exIters = Math.min(opts.exaggerationIterations ?? 250, iterations);
+  const progressEvery = opts.progressEvery ?? 50;
+  if (n < 3) throw new Error(`tsne: need at least 3 points, got ${n}`);
+  if (!(perplexity > 0) || perplexity >= n) throw new Error(`tsne: perplexity must be in (0, n=${n}), got ${perplexity}`);
+  if (!Number.isInteger(iterations) || iterations < 1) throw new Error(`tsne: iterations must be a positive integer, got ${iterations}`);
+  if (!(theta >= 0) || theta > 1) throw new Error(`tsne: theta must be in [0, 1], got ${theta}`);
+  if (!(exaggeration >= 1)) throw new Error(`tsne: earlyExaggeration must be >= 1, got ${exaggeration}`);
+  const lrOpt = opts.learningRate ?? "auto";
+  const learningRate = lrOpt === "auto" ? Math.max(n / exaggeration / 4, 50) : lrOpt;
+  if (!(learningRate > 0)) throw new Error(`tsne: learningRate must be > 0 or "auto", got ${lrOpt}`);
+  const rng = new Rng(opts.seed ?? 0);
+
+  const P = await tsneAffinities(x, perplexity, opts.knnMethod ?? "auto");
+  const Y = (opts.init ?? "pca") === "pca" ? pcaInit(x, rng) : randomInit(n, rng);
+
+  const tree = new QuadTree(n);
+  const attr = new Float64Array(2 * n);
+  const rep = new Float64Array(2 * n);
+  const update = new Float64Array(2 * n);
+  const gains = new Float64Array(2 * n).fill(1);
+  let lastZ = 1;
+  for (let it = 0; it < iterations; it++) {
+    if (it === exIters) {
+      // Second stage (scikit-learn restarts the optimiser state between the stages).
+      update.fill(0);
+      gains.fill(1);
+    }
+    const ex = it < exIters ? exaggeration : 1;
+    const momentum = it < exIters ? 0.5 : 0.8;
+    attraction(P, Y, ex, attr);
+    if (theta === 0) {
+      lastZ = exactRepulsion(Y, n, rep);
+    } else {
+      tree.build(Y);
+      lastZ = tree.repulsion(Y, theta, rep);
+    }
+    const invZ = 1 / Math.max(lastZ, MACHINE_EPSILON);
+    for (let e = 0; e < 2 * n; e++) {
+      const grad = 4 * (attr[e] - rep[e] * invZ);
+      // Gains (Jacobs 1988): grow where the gradient keeps its sign against the last update.
+      gains[e] = update[e] * grad < 0 ? gains[e] + 0.2 : Math.max(gains[e] * 0.8, 0.01);
+      update[e] = momentum * update[e] - learningRate * gains[e] * grad;
+      Y[e] += update[e];
+    }
+    if (opts.onProgress && ((it + 1) % progressEvery === 0 || it + 1 === iterations)) {
+      opts.onProgress({ iteration: it + 1, iterations, kl: klWithNormaliser(P, Y, lastZ) });
+    }
+    if ((it + 1) % 25 === 0) await yieldToEventLoop();
+  }
+  // Final KL with Q normalised by Z at the final positions.
+  let Zfinal: number;
+  if (theta === 0) Zfinal = exactRepulsion(Y, n, rep);
+  else {
+    tree.build(Y);
+    Zfinal = tree.repulsion(Y, theta, rep);
+  }
+  const kl = klWithNormaliser(P, Y, Zfinal);
+  return {
+    points: rowsToArrays(Y, n, 2),
+    embedding: Y,
+    kl,
+    iterations,
+    seconds: (performance.now() - t0) / 1000,
+  };
+}
+
+/** Exact O(n^2) repulsion (theta = 0). */
+function exactRepulsion(Y: Float64Array, n: number, rep: Float64Array): number {
+  rep.fill(0);
+  let Z = 0;
+  for (let i = 0; i < n; i++) {
+    const yx = Y[2 * i];
+    const yy = Y[2 * i + 1];
+    let fx = 0;
+    let fy = 0;
+    for (let j = 0; j < n; j++) {
+      if (j === i) continue;
+      const dx = yx - Y[2 * j];
+      const dy = yy - Y[2 * j + 1];
+      const q = 1 / (1 + dx * dx + dy * dy);
+      Z += q;
+      fx += q * q * dx;
+      fy += q * q * dy;
+    }
+    rep[2 * i] = fx;
+    rep[2 * i + 1] = fy;
+  }
+  return Z;
+}
