@@ -278,3 +278,43 @@ test("SIGTERM during training writes a checkpoint at the current step; resume fi
   assertWeightsEqual(second.weights, full.weights, "weights");
   assert.deepEqual(stepLosses(second.result.metrics), stepLosses(full.result.metrics));
 });
+
+test("CLI: a run killed (SIGKILL) after its first checkpoint resumes with --resume and completes", async () => {
+  const out = tmp("cli");
+  const cli = path.resolve(__dirname, "../lib/src/cli.ts");
+  const args = [
+    "--import", "tsx", cli, "train", "simclr", "--preset", "smoke", "--backbone", "resnet-small", "--train-subset", "64", "--batch", "16",
+    "--eval-train-subset", "100", "--eval-test-subset", "50", "--checkpoint-every", "1", "--no-baselines", "--progress", "plain", "--out", out,
+  ];
+  const env = { ...process.env, SSLKIT_OFFLINE: "1" };
+  const first = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"], env });
+  let firstOutput = "";
+  first.stdout!.on("data", (d) => (firstOutput += d));
+  first.stderr!.on("data", (d) => (firstOutput += d));
+  const firstExit = new Promise<number | null>((r) => first.once("exit", (code) => r(code)));
+  const ckptDir = path.join(out, "checkpoints");
+  // kill as soon as the first checkpoint is in place
+  for (let i = 0; i < 1200 && !(fs.existsSync(ckptDir) && fs.readdirSync(ckptDir).some((n) => n.startsWith("ckpt-"))); i++) {
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  first.kill("SIGKILL");
+  await firstExit;
+  const before = new CheckpointManager(ckptDir).loadLatest();
+  assert.ok(before, `a checkpoint exists after the kill; output:\n${firstOutput.slice(-2000)}`);
+  assert.ok(before.step >= 1 && before.step < 4, `killed at step ${before.step}`);
+  assert.ok(!fs.existsSync(path.join(out, "results.json")));
+  const second = spawn(process.execPath, [...args, "--resume"], { stdio: ["ignore", "pipe", "pipe"], env });
+  let output = "";
+  second.stdout!.on("data", (d) => (output += d));
+  second.stderr!.on("data", (d) => (output += d));
+  const code = await new Promise<number | null>((r) => second.once("exit", (c) => r(c)));
+  assert.equal(code, 0, output.slice(-3000));
+  assert.match(output, new RegExp(`resuming from .*ckpt-0*${before.step} \\(step ${before.step}`));
+  const results = JSON.parse(fs.readFileSync(path.join(out, "results.json"), "utf8"));
+  assert.equal(results.steps, 4);
+  assert.equal(results.imagesSeen, 64);
+  const lines = fs.readFileSync(path.join(out, "metrics.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l));
+  assert.deepEqual(lines.filter((r) => r.type === "step").map((r) => r.step), [0, 1, 2, 3]);
+  assert.ok(fs.existsSync(path.join(out, "results.md")));
+  fs.rmSync(out, { recursive: true, force: true });
+});

@@ -188,7 +188,10 @@ test("CollapseMonitor warns below the threshold and on a large drop from the run
 
   const warm = new CollapseMonitor({ warmupSteps: 100 });
   assert.equal(warm.update(0, 0.01), null, "no warnings during warmup");
-  assert.notEqual(warm.update(100, 0.01), null);
+  assert.equal(warm.update(50, 5), null);
+  assert.equal(warm.update(100, 0.5), null, "warmup scores do not set the running max");
+  assert.equal(warm.maxScore, 0.5);
+  assert.notEqual(warm.update(101, 0.01), null);
   assert.throws(() => new CollapseMonitor({ dropFactor: 1 }), /dropFactor/);
 });
 

@@ -11,7 +11,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { parseArgs } from "node:util";
 import { describeBackend, initBackend } from "./backend";
-import { balancedSubset, loadCifar10, loadFashionMnist, loadImageFolder, subsetDataset } from "./data";
+import { DATASET_NAMES, balancedSubset, loadDatasetByName, subsetDataset } from "./data";
 import type { ImageDataset } from "./data/types";
 import { evaluateRepresentation } from "./eval";
 import type { RepresentationScores } from "./eval";
@@ -28,14 +28,14 @@ import * as viz from "./viz";
 
 export const CLI_METHODS = ["simclr"] as const;
 export const CLI_BACKBONES: readonly BackboneName[] = backboneNames;
-export const CLI_DATASETS = ["fashion-mnist", "cifar10", "folder"] as const;
 
 const USAGE = `usage: sslkit train <method> [options]
 
 methods:   ${CLI_METHODS.join(", ")}
 options:
-  --dataset NAME         ${CLI_DATASETS.join(" | ")} (default fashion-mnist; cifar10/folder need --data-dir)
-  --data-dir DIR         dataset directory (cifar10 binary batches; folder: DIR/train and DIR/test class folders)
+  --dataset NAME|PATH    ${DATASET_NAMES.join(" | ")} or a folder (IDX files, CIFAR-10 batches, or
+                         train/<class>/*.png + test/<class>/*.png); default fashion-mnist
+  --data-dir DIR         where a built-in dataset's files are (default: system folders / cache)
   --backbone NAME        ${CLI_BACKBONES.join(" | ")} (default resnet-small)
   --preset NAME          ${PRESET_NAMES.join(" | ")} (default quick)
   --epochs N  --batch B  --seed S  --lr LR  --weight-decay WD  --optimizer adamw|sgd|lars
@@ -142,7 +142,7 @@ export function parseTrainArgs(argv: string[]): CliTrainArgs | "help" {
   if (values.preset !== undefined && resume && fs.existsSync(savedPath) && config.preset !== preset) {
     throw new CliUsageError(`--resume: ${savedPath} was written with preset '${config.preset}', not '${preset}'`);
   }
-  set("dataset", values.dataset !== undefined ? oneOf("dataset", values.dataset, CLI_DATASETS) : undefined);
+  set("dataset", values.dataset);
   set("backbone", values.backbone !== undefined ? oneOf("backbone", values.backbone, CLI_BACKBONES) : undefined);
   set("epochs", parseNumber("epochs", values.epochs, { integer: true, min: 1 }));
   set("batchSize", parseNumber("batch", values.batch, { integer: true, min: 2 }));
@@ -162,24 +162,12 @@ export function parseTrainArgs(argv: string[]): CliTrainArgs | "help" {
   set("checkpointEvery", parseNumber("checkpoint-every", values["checkpoint-every"], { integer: true, min: 0 }));
   set("keepCheckpoints", parseNumber("keep-checkpoints", values["keep-checkpoints"], { integer: true, min: 1 }));
   const progress = oneOf("progress mode", values.progress ?? "auto", ["auto", "bar", "plain", "none"] as const);
-  if ((config.dataset === "cifar10" || config.dataset === "folder") && !values["data-dir"]) {
-    throw new CliUsageError(`--dataset ${config.dataset} needs --data-dir`);
-  }
   return { config, out, dataDir: values["data-dir"], resume, backend: values.backend, progress, baselines: !values["no-baselines"] };
 }
 
-/** Load the train and test splits of a dataset by CLI name. */
+/** Load the train and test splits of a dataset by name (fashion-mnist, cifar10) or folder path. */
 export async function loadCliDataset(name: string, dataDir?: string): Promise<{ train: ImageDataset; test: ImageDataset }> {
-  switch (name) {
-    case "fashion-mnist":
-      return { train: await loadFashionMnist({ split: "train", dir: dataDir }), test: await loadFashionMnist({ split: "test", dir: dataDir }) };
-    case "cifar10":
-      return { train: await loadCifar10({ split: "train", dir: dataDir! }), test: await loadCifar10({ split: "test", dir: dataDir! }) };
-    case "folder":
-      return { train: await loadImageFolder(path.join(dataDir!, "train"), {}), test: await loadImageFolder(path.join(dataDir!, "test"), {}) };
-    default:
-      throw new CliUsageError(`unknown dataset '${name}' (expected one of: ${CLI_DATASETS.join(", ")})`);
-  }
+  return { train: await loadDatasetByName(name, "train", { dir: dataDir }), test: await loadDatasetByName(name, "test", { dir: dataDir }) };
 }
 
 /** Build a method by name on a fresh backbone. */
@@ -301,7 +289,7 @@ export async function runTrain(argv: string[]): Promise<number> {
   const { config, out, resume } = parsed;
   const t0 = performance.now();
   const info = await initBackend(parsed.backend);
-  const backend = describeBackend(info);
+  const backend = describeBackend(info).replace(/^backend /, "");
   console.log(`sslkit: backend ${backend}`);
   fs.mkdirSync(out, { recursive: true });
   fs.writeFileSync(path.join(out, "config.json"), JSON.stringify({ config, backend, argv }, null, 2) + "\n");

@@ -92,16 +92,29 @@ function centreCropBox(height: number, width: number, ratio: [number, number]): 
   return { top: Math.floor((height - h) / 2), left: Math.floor((width - w) / 2), height: h, width: w };
 }
 
-/** tf.image.cropAndResize boxes [y1, x1, y2, x2] (normalised by H-1, W-1) for pixel boxes. */
-export function normalizedCropBoxes(boxes: PixelCropBox[], height: number, width: number): Float32Array {
+/**
+ * tf.image.cropAndResize boxes [y1, x1, y2, x2] (normalised by H-1, W-1) for pixel boxes resized
+ * to [outHeight, outWidth]. The kernel evaluates y1*(H-1) + k*(y2-y1)*(H-1)/(out-1) in float32 on
+ * wasm and treats a coordinate even 1 ulp past the last pixel as outside (extrapolation value 0),
+ * so boxes that reach the last row/column are pulled in by 2e-6*(side-1) px (16+ ulps), except
+ * for an identity grid (whole axis, out == side), which is computed exactly.
+ */
+export function normalizedCropBoxes(boxes: PixelCropBox[], height: number, width: number, outSize?: [number, number]): Float32Array {
   const out = new Float32Array(boxes.length * 4);
   const dy = Math.max(1, height - 1);
   const dx = Math.max(1, width - 1);
+  const farEdge = (start: number, len: number, side: number, outLen: number | undefined): number => {
+    const end = start + len - 1;
+    if (len < 2 || start + len < side || (start === 0 && outLen === side)) return end;
+    return end - 2e-6 * (side - 1);
+  };
   boxes.forEach((b, i) => {
     if (!(b.top >= 0 && b.left >= 0 && b.height >= 1 && b.width >= 1 && b.top + b.height <= height && b.left + b.width <= width)) {
       throw new Error(`cropResizeBoxes: box ${i} ${JSON.stringify(b)} is not inside a ${height}x${width} image`);
     }
-    out.set([b.top / dy, b.left / dx, (b.top + b.height - 1) / dy, (b.left + b.width - 1) / dx], i * 4);
+    const y2 = farEdge(b.top, b.height, height, outSize?.[0]);
+    const x2 = farEdge(b.left, b.width, width, outSize?.[1]);
+    out.set([b.top / dy, b.left / dx, y2 / dy, x2 / dx], i * 4);
   });
   return out;
 }
@@ -118,30 +131,31 @@ export function cropResizeBoxes(images: tf.Tensor4D, boxes: PixelCropBox[], size
   if (boxes.length !== n) throw new Error(`cropResizeBoxes: need one box per image (${n}), got ${boxes.length}`);
   if (n === 0) return tf.zeros([0, oh, ow, images.shape[3]]) as tf.Tensor4D;
   return tf.tidy(() => {
-    const normalized = tf.tensor2d(normalizedCropBoxes(boxes, h, w), [n, 4]);
+    const normalized = tf.tensor2d(normalizedCropBoxes(boxes, h, w, [oh, ow]), [n, 4]);
     const boxIndex = tf.range(0, n, 1, "int32") as tf.Tensor1D;
     return tf.image.cropAndResize(images, normalized, boxIndex, [oh, ow], "bilinear");
   });
 }
 
 /**
- * Row-interpolation matrices [N, out, side] for bilinear resampling along one axis with
- * cropAndResize's grid: output k samples input coordinate y1*(side-1) + k*(y2-y1)*(side-1)/(out-1).
+ * Row-interpolation matrices [N, out, side] for bilinear resampling along one axis on
+ * cropAndResize's grid: output k samples coordinate lo*(side-1) + k*(hi-lo)*(side-1)/(out-1),
+ * with lo/hi the normalised box edges (`normalizedCropBoxes`), or the centre when out == 1.
  */
-function interpolationMatrices(starts: number[], lengths: number[], side: number, out: number): tf.Tensor3D {
-  const n = starts.length;
+function interpolationMatrices(lo: number[], hi: number[], side: number, out: number): tf.Tensor3D {
+  const n = lo.length;
   const m = new Float32Array(n * out * side);
+  const span = side - 1;
   for (let s = 0; s < n; s++) {
-    const first = starts[s];
-    const step = out > 1 ? (lengths[s] - 1) / (out - 1) : 0;
+    const step = out > 1 ? ((hi[s] - lo[s]) * span) / (out - 1) : 0;
     for (let k = 0; k < out; k++) {
-      const pos = out > 1 ? first + k * step : first + 0.5 * (lengths[s] - 1);
-      const lo = Math.min(side - 1, Math.floor(pos));
-      const hi = Math.min(side - 1, Math.ceil(pos));
-      const frac = pos - lo;
+      const pos = Math.min(span, Math.max(0, out > 1 ? lo[s] * span + k * step : 0.5 * (lo[s] + hi[s]) * span));
+      const below = Math.floor(pos);
+      const above = Math.min(span, Math.ceil(pos));
+      const frac = pos - below;
       const row = (s * out + k) * side;
-      m[row + lo] += 1 - frac;
-      m[row + hi] += frac;
+      m[row + below] += 1 - frac;
+      m[row + above] += frac;
     }
   }
   return tf.tensor3d(m, [n, out, side]);
@@ -156,11 +170,12 @@ export function cropResizeBoxesMatMul(images: tf.Tensor4D, boxes: PixelCropBox[]
   const [n, h, w, c] = images.shape;
   const [oh, ow] = resolveImageSize("cropResizeBoxesMatMul", size);
   if (boxes.length !== n) throw new Error(`cropResizeBoxesMatMul: need one box per image (${n}), got ${boxes.length}`);
-  normalizedCropBoxes(boxes, h, w); // validates the boxes
+  const nb = normalizedCropBoxes(boxes, h, w, [oh, ow]); // validates the boxes; same grid as the kernel
   if (n === 0) return tf.zeros([0, oh, ow, c]) as tf.Tensor4D;
+  const column = (j: number) => Array.from({ length: n }, (_, i) => nb[4 * i + j]);
   return tf.tidy(() => {
-    const ry = interpolationMatrices(boxes.map((b) => b.top), boxes.map((b) => b.height), h, oh);
-    const rx = interpolationMatrices(boxes.map((b) => b.left), boxes.map((b) => b.width), w, ow);
+    const ry = interpolationMatrices(column(0), column(2), h, oh);
+    const rx = interpolationMatrices(column(1), column(3), w, ow);
     const rows = tf.matMul(ry, tf.reshape(images, [n, h, w * c])); // [n, oh, w*c]
     const colsFirst = tf.reshape(tf.transpose(tf.reshape(rows, [n, oh, w, c]), [0, 2, 1, 3]), [n, w, oh * c]);
     const resized = tf.matMul(rx, colsFirst); // [n, ow, oh*c]

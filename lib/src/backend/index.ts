@@ -163,13 +163,13 @@ async function initWasm(threads: number): Promise<BackendInfo> {
 // ---------------------------------------------------------------------------------------------
 // TensorFlow (tfjs-node / tfjs-node-gpu): optional, required lazily.
 
-type PackageState = { state: "absent" } | { state: "installed"; dir: string; version: string };
+type PackageState = { state: "absent" } | { state: "installed"; version: string };
 
 function packageState(name: string): PackageState {
   try {
     const manifest = require.resolve(`${name}/package.json`);
     const version = String(JSON.parse(fs.readFileSync(manifest, "utf8")).version ?? "?");
-    return { state: "installed", dir: path.dirname(manifest), version };
+    return { state: "installed", version };
   } catch {
     return { state: "absent" };
   }
@@ -201,24 +201,29 @@ function nvidiaGpuVisible(): { visible: boolean; how: string } {
   return { visible: false, how: smi.error ? "no NVIDIA driver (nvidia-smi not found)" : "nvidia-smi lists no GPU" };
 }
 
+/** Folders of @tensorflow/tfjs-core copies other than sslkit's that have modules loaded in this process. */
+function otherLoadedTfjsCoreCopies(): string[] {
+  const ours = path.dirname(require.resolve("@tensorflow/tfjs-core/package.json")) + path.sep;
+  const others = new Set<string>();
+  for (const file of Object.keys(require.cache)) {
+    const root = /^(.*[\\/]@tensorflow[\\/]tfjs-core[\\/])/.exec(file)?.[1];
+    if (root != null && root !== ours) others.add(root);
+  }
+  return [...others];
+}
+
 /**
  * Requires a tfjs-node package and checks its 'tensorflow' backend landed in OUR tfjs-core engine
  * (tfjs-node brings @tensorflow/tfjs of its own version; a second tfjs-core copy is warned about).
  */
-async function loadTensorflowPackage(name: string, kind: BackendKind, dir: string): Promise<BackendInfo> {
+async function loadTensorflowPackage(name: string, kind: BackendKind): Promise<BackendInfo> {
   // Lazy on purpose: the package is optional and loading it loads libtensorflow.
   require(name);
-  const ours = require.resolve("@tensorflow/tfjs-core");
-  let theirs = ours;
-  try {
-    theirs = require.resolve("@tensorflow/tfjs-core", { paths: [dir] });
-  } catch {
-    // tfjs-node resolves tfjs-core through @tensorflow/tfjs; if that fails, compare nothing
-  }
-  if (theirs !== ours) {
+  const copies = otherLoadedTfjsCoreCopies();
+  if (copies.length > 0) {
     console.warn(
-      `sslkit: ${name} loaded a second copy of @tensorflow/tfjs-core (${theirs}) next to sslkit's (${ours}, ${tf.version_core}). ` +
-        `Tensors from the two copies do not mix; install ${name}@${tf.version_core} so npm shares one copy.`,
+      `sslkit: loading ${name} also loaded another copy of @tensorflow/tfjs-core (${copies.join(", ")}) next to sslkit's ` +
+        `(${tf.version_core}). Tensors from two copies do not mix; install ${name}@${tf.version_core} so npm keeps one copy.`,
     );
   }
   if (tf.findBackendFactory("tensorflow") == null) {
@@ -245,7 +250,7 @@ async function tryTensorflow(want: "gpu" | "cpu" | "any"): Promise<{ info?: Back
   }
   const gpuPackage = packageState(TFJS_NODE_GPU);
   const cpuPackage = packageState(TFJS_NODE);
-  const candidates: Array<{ name: string; kind: BackendKind; dir: string }> = [];
+  const candidates: Array<{ name: string; kind: BackendKind }> = [];
 
   if (want !== "cpu") {
     if (gpuPackage.state === "absent") {
@@ -254,11 +259,11 @@ async function tryTensorflow(want: "gpu" | "cpu" | "any"): Promise<{ info?: Back
       const gpu = nvidiaGpuVisible();
       if (gpu.visible) {
         debug("NVIDIA GPU visible (%s)", gpu.how);
-        candidates.push({ name: TFJS_NODE_GPU, kind: "tensorflow-gpu", dir: gpuPackage.dir });
+        candidates.push({ name: TFJS_NODE_GPU, kind: "tensorflow-gpu" });
       } else if (want === "any" && cpuPackage.state === "absent") {
         // tfjs-node-gpu still runs, on the CPU: say so, and call it what it is.
         console.warn(`sslkit: ${TFJS_NODE_GPU} is installed but no NVIDIA GPU is visible (${gpu.how}); TensorFlow will run on the CPU.`);
-        candidates.push({ name: TFJS_NODE_GPU, kind: "tensorflow-cpu", dir: gpuPackage.dir });
+        candidates.push({ name: TFJS_NODE_GPU, kind: "tensorflow-cpu" });
       } else {
         skipped.push(`${TFJS_NODE_GPU} is installed but no NVIDIA GPU is visible (${gpu.how})`);
       }
@@ -266,12 +271,12 @@ async function tryTensorflow(want: "gpu" | "cpu" | "any"): Promise<{ info?: Back
   }
   if (want !== "gpu") {
     if (cpuPackage.state === "absent") skipped.push(`${TFJS_NODE} is not installed`);
-    else candidates.push({ name: TFJS_NODE, kind: "tensorflow-cpu", dir: cpuPackage.dir });
+    else candidates.push({ name: TFJS_NODE, kind: "tensorflow-cpu" });
   }
 
   for (const candidate of candidates) {
     try {
-      return { info: await loadTensorflowPackage(candidate.name, candidate.kind, candidate.dir), skipped };
+      return { info: await loadTensorflowPackage(candidate.name, candidate.kind), skipped };
     } catch (error) {
       const reason = `${candidate.name} is installed but failed to load: ${errorMessage(error)}`;
       console.warn(`sslkit: ${reason}`);

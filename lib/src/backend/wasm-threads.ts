@@ -25,7 +25,6 @@ import * as tf from "@tensorflow/tfjs-core";
 import * as wasmBackend from "@tensorflow/tfjs-backend-wasm";
 import * as fs from "node:fs";
 import os from "node:os";
-import * as path from "node:path";
 import { debuglog } from "node:util";
 import { Worker as NodeWorker, type WorkerOptions } from "node:worker_threads";
 
@@ -59,7 +58,7 @@ export function requestedWasmThreads(env: NodeJS.ProcessEnv = process.env): numb
   }
   const n = Number(raw);
   if (!Number.isInteger(n) || n < 1) {
-    throw new Error(`SSLKIT_THREADS must be a positive integer (the number of wasm threads), got "${raw}".`);
+    throw new Error(`sslkit: SSLKIT_THREADS must be a positive integer (the number of wasm threads), got "${raw}".`);
   }
   if (n > MAX_WASM_THREADS) {
     console.warn(`sslkit: SSLKIT_THREADS=${n} is more than the wasm backend's pool of ${MAX_WASM_THREADS}; using ${MAX_WASM_THREADS}.`);

@@ -20,6 +20,8 @@ import type { DatasetLocation } from "./fashion-mnist";
 export const CIFAR10_CLASS_NAMES: readonly string[] = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
 
 export const CIFAR10_BINARY_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz";
+/** MD5 of that archive as published on the CIFAR page (170,052,171 bytes). */
+export const CIFAR10_BINARY_MD5 = "c32a1d4ab5d03f1284b67883e8d87530";
 
 const SIDE = 32;
 const PLANE = SIDE * SIDE;

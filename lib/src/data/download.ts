@@ -51,7 +51,7 @@ export async function verifyFile(file: string, expect: FileExpectation): Promise
 }
 
 /** GET `url`, following redirects; resolves with the 200 response. */
-function httpGet(url: string, timeoutMs: number, redirectsLeft: number): Promise<http.IncomingMessage> {
+function httpGet(url: string, timeoutMs: number, redirectsLeft: number, state: { timedOut?: string }): Promise<http.IncomingMessage> {
   return new Promise((resolve, reject) => {
     let parsed: URL;
     try {
@@ -74,7 +74,7 @@ function httpGet(url: string, timeoutMs: number, redirectsLeft: number): Promise
           return;
         }
         const next = new URL(res.headers.location, parsed).toString();
-        httpGet(next, timeoutMs, redirectsLeft - 1).then(resolve, reject);
+        httpGet(next, timeoutMs, redirectsLeft - 1, state).then(resolve, reject);
         return;
       }
       if (status !== 200) {
@@ -85,7 +85,10 @@ function httpGet(url: string, timeoutMs: number, redirectsLeft: number): Promise
       resolve(res);
     });
     // Socket inactivity timeout: covers connecting, waiting for headers and stalls mid-body.
-    req.setTimeout(timeoutMs, () => req.destroy(new Error(`no data from ${url} for ${timeoutMs / 1000} s (timed out)`)));
+    req.setTimeout(timeoutMs, () => {
+      state.timedOut = `no data from ${url} for ${timeoutMs / 1000} s (timed out)`;
+      req.destroy(new Error(state.timedOut));
+    });
     req.on("error", reject);
   });
 }
@@ -100,15 +103,18 @@ export async function downloadVerified(url: string, dest: string, opts: Download
   const maxRedirects = opts.maxRedirects ?? 5;
   await fs.promises.mkdir(path.dirname(dest), { recursive: true });
   const tmp = `${dest}.partial-${process.pid}-${crypto.randomBytes(4).toString("hex")}`;
+  let received = 0;
+  let started = false;
+  const state: { timedOut?: string } = {};
   try {
-    const res = await httpGet(url, timeoutMs, maxRedirects);
+    const res = await httpGet(url, timeoutMs, maxRedirects, state);
     const declared = Number(res.headers["content-length"]);
     if (opts.size !== undefined && Number.isFinite(declared) && res.headers["content-length"] !== undefined && declared !== opts.size) {
       res.destroy();
       throw new Error(`server announces ${declared} bytes, expected ${opts.size}`);
     }
     const hash = crypto.createHash("md5");
-    let received = 0;
+    started = true;
     const meter = new Transform({
       transform(chunk: Buffer, _enc, done) {
         received += chunk.length;
@@ -131,6 +137,8 @@ export async function downloadVerified(url: string, dest: string, opts: Download
   } catch (err) {
     await fs.promises.rm(tmp, { force: true });
     if (err instanceof DatasetError) throw err;
-    throw new DatasetError(`download of ${url} to ${dest} failed: ${errorMessage(err)}; nothing was written`, dest);
+    let cause = state.timedOut ?? errorMessage(err);
+    if (started && opts.size !== undefined && received < opts.size) cause = `connection lost after ${received} of ${opts.size} bytes (truncated download: ${cause})`;
+    throw new DatasetError(`download of ${url} to ${dest} failed: ${cause}; nothing was written`, dest);
   }
 }

@@ -45,6 +45,14 @@ async function listDir(dir: string): Promise<fs.Dirent[]> {
   }
 }
 
+function isDirectory(p: string): boolean {
+  try {
+    return fs.statSync(p).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
 function byCodePoint(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
@@ -54,7 +62,7 @@ export async function listImageFolder(dir: string): Promise<{ classNames: string
   const root = path.resolve(dir);
   const top = await listDir(root);
   const classNames = top
-    .filter((d) => !d.name.startsWith(".") && (d.isDirectory() || (d.isSymbolicLink() && fs.statSync(path.join(root, d.name)).isDirectory())))
+    .filter((d) => !d.name.startsWith(".") && (d.isDirectory() || (d.isSymbolicLink() && isDirectory(path.join(root, d.name)))))
     .map((d) => d.name)
     .sort(byCodePoint);
   if (classNames.length === 0) throw new DatasetError(`${root}: no class sub-folders (expected ${root}/<class name>/<images>)`, root);

@@ -4,7 +4,8 @@
  * lightly's std_of_l2_normalized). Unit vectors spread uniformly over the sphere have a
  * per-dimension std of 1/sqrt(d), so a healthy representation scores ~1 and a collapsed one
  * (every input mapped to the same direction) scores ~0. Embeddings of the form
- * mu + noise score about |noise| / |mu|.
+ * mu + noise score about |noise| / |mu|. It detects collapse to a point, not dimensional
+ * collapse onto a randomly oriented low-dimensional subspace (that still scores ~1).
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { l2NormalizeRows } from "../losses/nt-xent";
@@ -24,12 +25,15 @@ export function collapseScore(z: tf.Tensor2D): tf.Scalar {
 export interface CollapseMonitorOptions {
   /**
    * Warn when the score falls below this (default 0.15: embeddings whose spread is under ~15%
-   * of their common direction, i.e. close to a single point; healthy runs sit around 0.5-1).
+   * of their common component, i.e. close to a single point; isotropic embeddings score ~1).
    */
   threshold?: number;
   /** Also warn when the score drops below runningMax / dropFactor (default 5). */
   dropFactor?: number;
-  /** Ignore (record, never warn) updates before this step, e.g. a randomly initialised network (default 0). */
+  /**
+   * Updates before this step are recorded but never warn and do not count towards the running
+   * max (e.g. a randomly initialised network) (default 0).
+   */
   warmupSteps?: number;
   /** Called with the warning text every time update() returns one. */
   onWarning?: (message: string, step: number, score: number) => void;
@@ -58,7 +62,7 @@ export class CollapseMonitor {
     if (!(this.dropFactor > 1)) throw new Error(`CollapseMonitor: dropFactor must be > 1, got ${this.dropFactor}`);
   }
 
-  /** Highest score seen so far (-Infinity before the first update). */
+  /** Highest score seen after warmup (-Infinity before the first such update). */
   get maxScore(): number {
     return this.runningMax;
   }
@@ -78,7 +82,7 @@ export class CollapseMonitor {
         warning = `representation collapse suspected at step ${step}: collapse score ${value.toFixed(4)} fell more than ${this.dropFactor}x below its maximum ${this.runningMax.toFixed(4)}`;
       }
     }
-    this.runningMax = Math.max(this.runningMax, value);
+    if (step >= this.warmupSteps) this.runningMax = Math.max(this.runningMax, value);
     this.history.push({ step, score: value, warning });
     if (warning && this.onWarning) this.onWarning(warning, step, value);
     return warning;

@@ -48,7 +48,7 @@ export interface LinearProbeResult {
  * Per-dimension mean and inverse std of the training features (float64 on the host; dims with
  * std < 1e-6 keep scale 1, as sklearn's StandardScaler), and the standardised training rows.
  */
-function standardizeOnHost(raw: ArrayLike<number>, n: number, dim: number): { mean: Float32Array; invStd: Float32Array; standardized: Float32Array } {
+function standardizeOnHost(raw: Float32Array, n: number, dim: number): { mean: Float32Array; invStd: Float32Array; standardized: Float32Array } {
   const sum = new Float64Array(dim);
   const sumSq = new Float64Array(dim);
   for (let i = 0; i < n; i++) {
@@ -74,7 +74,10 @@ function standardizeOnHost(raw: ArrayLike<number>, n: number, dim: number): { me
   return { mean, invStd, standardized };
 }
 
-/** Rows `order[start .. start+rows)` of x [n, dim] as [rows, dim] and transposed [dim, rows] arrays. */
+/**
+ * Rows `order[start .. start+rows)` of x [n, dim] as [rows, dim] and as its transpose [dim, rows]
+ * (transposed here on the host: the cheapest way we measured to get X^T for dW = X^T dLogits).
+ */
 function gatherRowsOnHost(x: Float32Array, dim: number, order: Int32Array, start: number, rows: number): { xb: Float32Array; xbT: Float32Array } {
   const xb = new Float32Array(rows * dim);
   const xbT = new Float32Array(rows * dim);
@@ -152,7 +155,8 @@ export async function linearProbe(
   const stepsPerEpoch = Math.ceil(nTrain / batchSize);
   const totalSteps = epochs * stepsPerEpoch;
 
-  const host = standardizeOnHost(trainFeatures.dataSync(), nTrain, dim);
+  const rawTrain = trainFeatures.dataSync();
+  const host = standardizeOnHost(rawTrain instanceof Float32Array ? rawTrain : Float32Array.from(rawTrain), nTrain, dim);
   const x = host.standardized;
   const mean = tf.tensor2d(host.mean, [1, dim]);
   const invStd = tf.tensor2d(host.invStd, [1, dim]);
@@ -189,6 +193,8 @@ export async function linearProbe(
           const logProb = tf.logSoftmax(tf.add(tf.matMul(xb, w), b));
           const loss = tf.div(tf.neg(tf.sum(tf.mul(onehot, logProb))), rows);
           // Softmax regression gradient: dLogits = (p - y) / B, dW = X^T dLogits, db = sum dLogits.
+          // (Keep the small matrix on the right of every matMul: the wasm backend packs the right
+          // operand on each call, so dLogits^T @ X would repack the whole batch.)
           const dLogits = tf.div(tf.sub(tf.exp(logProb), onehot), rows) as tf.Tensor2D;
           const gW = tf.matMul(xbT, dLogits);
           const gB = tf.sum(dLogits, 0);

@@ -192,7 +192,7 @@ export class Trainer {
     if (this.opts.batches) return this.opts.batches;
     const { batchSize, seed } = this.opts;
     return (epoch, startBatch) =>
-      datasetBatches(this.dataset, { batchSize, seed, epoch, startBatch, shuffle: true, dropLast: true }) as Iterable<TrainBatch> | AsyncIterable<TrainBatch>;
+      datasetBatches(this.dataset, { batchSize, seed, epoch, startBatch, shuffle: true, dropLast: true, keepBatches: true });
   }
 
   /** All tensors a checkpoint holds, by group. */

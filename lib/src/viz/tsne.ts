@@ -39,6 +39,10 @@ export interface TsneOptions {
   /** Called every `progressEvery` iterations (and at the end) with the current KL divergence. */
   onProgress?: (p: { iteration: number; iterations: number; kl: number }) => void;
   progressEvery?: number;
+  /** Points per quadtree leaf (default 1, as scikit-learn). */
+  leafSize?: number;
+  /** Points per group of the grouped tree walk (default 32; 1 = one walk per point as scikit-learn). */
+  groupSize?: number;
 }
 
 export interface TsneResult {
@@ -50,6 +54,8 @@ export interface TsneResult {
   kl: number;
   iterations: number;
   seconds: number;
+  /** Seconds spent per phase (affinities, init, attraction, build, repulsion). */
+  timings: Record<string, number>;
 }
 
 /** Symmetric sparse joint probabilities P in CSR form (rows sum to the row marginals, total 1). */
@@ -275,53 +281,67 @@ function randomInit(n: number, rng: Rng): Float64Array {
 
 /**
  * A quadtree over the current 2-D embedding, rebuilt every iteration, with the repulsive-force
- * traversal. Nodes are flat typed arrays; children of a node are 4 consecutive nodes.
+ * traversal. Nodes live in flat typed arrays; the non-empty children of a node are consecutive.
+ * Leaves hold up to `leafSize` points (or more at the depth limit, e.g. duplicates).
  */
 class QuadTree {
   private cap = 0;
   private comX = new Float64Array(0);
   private comY = new Float64Array(0);
+  /** Side length of the node's square cell (the "size" in the theta criterion). */
   private width = new Float64Array(0);
   private count = new Int32Array(0);
-  private child = new Int32Array(0);
+  private firstChild = new Int32Array(0);
+  private numChildren = new Int32Array(0);
   private start = new Int32Array(0);
+  private cellX = new Float64Array(0);
+  private cellY = new Float64Array(0);
+  private depth = new Int32Array(0);
   private nodes = 0;
   private readonly perm: Int32Array;
   private readonly tmp: Int32Array;
-  private stack = new Int32Array(1024);
+  private stack = new Int32Array(4096);
 
-  constructor(private readonly n: number, private readonly leafSize = 1, private readonly maxDepth = 48) {
+  constructor(private readonly n: number, private readonly leafSize = 1, private readonly maxDepth = 40) {
     this.perm = new Int32Array(n);
     this.tmp = new Int32Array(n);
-    this.grow(Math.max(64, 4 * n));
+    this.grow(Math.max(64, 2 * n));
   }
 
   private grow(cap: number): void {
-    const copyF = (a: Float64Array) => {
+    const f = (a: Float64Array) => {
       const b = new Float64Array(cap);
       b.set(a.subarray(0, this.nodes));
       return b;
     };
-    const copyI = (a: Int32Array) => {
+    const i32 = (a: Int32Array) => {
       const b = new Int32Array(cap);
       b.set(a.subarray(0, this.nodes));
       return b;
     };
-    this.comX = copyF(this.comX);
-    this.comY = copyF(this.comY);
-    this.width = copyF(this.width);
-    this.count = copyI(this.count);
-    this.child = copyI(this.child);
-    this.start = copyI(this.start);
+    this.comX = f(this.comX);
+    this.comY = f(this.comY);
+    this.width = f(this.width);
+    this.cellX = f(this.cellX);
+    this.cellY = f(this.cellY);
+    this.count = i32(this.count);
+    this.firstChild = i32(this.firstChild);
+    this.numChildren = i32(this.numChildren);
+    this.start = i32(this.start);
+    this.depth = i32(this.depth);
     this.cap = cap;
   }
 
   build(Y: Float64Array): void {
     const n = this.n;
+    const perm = this.perm;
+    const tmp = this.tmp;
     let minX = Infinity;
     let maxX = -Infinity;
     let minY = Infinity;
     let maxY = -Infinity;
+    let sx = 0;
+    let sy = 0;
     for (let i = 0; i < n; i++) {
       const x = Y[2 * i];
       const y = Y[2 * i + 1];
@@ -329,173 +349,345 @@ class QuadTree {
       if (x > maxX) maxX = x;
       if (y < minY) minY = y;
       if (y > maxY) maxY = y;
-      this.perm[i] = i;
+      sx += x;
+      sy += y;
+      perm[i] = i;
     }
-    const half = Math.max(maxX - minX, maxY - minY, 1e-12) * 0.5 * (1 + 1e-6);
+    const side = Math.max(maxX - minX, maxY - minY, 1e-12) * (1 + 1e-6);
     this.nodes = 0;
-    // Work list of nodes to split: (node, cx, cy, half, depth); processed in creation order.
-    const queueCx: number[] = [];
-    const queueCy: number[] = [];
-    const queueHalf: number[] = [];
-    const queueDepth: number[] = [];
-    const root = this.newNode(0, n, half * 2);
-    queueCx.push((minX + maxX) / 2);
-    queueCy.push((minY + maxY) / 2);
-    queueHalf.push(half);
-    queueDepth.push(0);
-    this.setCom(root, Y);
-    let head = 0;
-    const nodeOf: number[] = [root];
-    while (head < nodeOf.length) {
-      const node = nodeOf[head];
-      const cx = queueCx[head];
-      const cy = queueCy[head];
-      const h = queueHalf[head];
-      const depth = queueDepth[head];
-      head++;
+    const root = this.addNode(0, n, side, (minX + maxX) / 2, (minY + maxY) / 2, 0, sx / n, sy / n);
+    const qCount = new Int32Array(4);
+    const qStart = new Int32Array(4);
+    const qFill = new Int32Array(4);
+    const qSx = new Float64Array(4);
+    const qSy = new Float64Array(4);
+    // Breadth-first: nodes are split in creation order.
+    for (let node = root; node < this.nodes; node++) {
       const cnt = this.count[node];
-      if (cnt <= this.leafSize || depth >= this.maxDepth) continue;
-      // Partition perm[start, start+cnt) into quadrants 0..3 (x >= cx: +1, y >= cy: +2).
+      if (cnt <= this.leafSize || this.depth[node] >= this.maxDepth) {
+        this.numChildren[node] = 0;
+        continue;
+      }
       const s = this.start[node];
-      const qCount = [0, 0, 0, 0];
+      const cx = this.cellX[node];
+      const cy = this.cellY[node];
+      qCount.fill(0);
+      qSx.fill(0);
+      qSy.fill(0);
       for (let t = s; t < s + cnt; t++) {
-        const p = this.perm[t];
-        const q = (Y[2 * p] >= cx ? 1 : 0) + (Y[2 * p + 1] >= cy ? 2 : 0);
+        const p = perm[t];
+        const x = Y[2 * p];
+        const y = Y[2 * p + 1];
+        const q = (x >= cx ? 1 : 0) + (y >= cy ? 2 : 0);
         qCount[q]++;
+        qSx[q] += x;
+        qSy[q] += y;
       }
-      const qStart = [s, s + qCount[0], s + qCount[0] + qCount[1], s + qCount[0] + qCount[1] + qCount[2]];
-      const qFill = qStart.slice();
+      qStart[0] = s;
+      for (let q = 1; q < 4; q++) qStart[q] = qStart[q - 1] + qCount[q - 1];
+      qFill.set(qStart);
       for (let t = s; t < s + cnt; t++) {
-        const p = this.perm[t];
+        const p = perm[t];
         const q = (Y[2 * p] >= cx ? 1 : 0) + (Y[2 * p + 1] >= cy ? 2 : 0);
-        this.tmp[qFill[q]++] = p;
+        tmp[qFill[q]++] = p;
       }
-      for (let t = s; t < s + cnt; t++) this.perm[t] = this.tmp[t];
-      const first = this.nodes;
-      this.child[node] = first;
-      const hh = h / 2;
+      for (let t = s; t < s + cnt; t++) perm[t] = tmp[t];
+      const half = this.width[node] / 2;
+      const quarter = half / 2;
+      const depth = this.depth[node] + 1;
+      let first = -1;
+      let kids = 0;
       for (let q = 0; q < 4; q++) {
-        const c = this.newNode(qStart[q], qCount[q], h);
-        this.setCom(c, Y);
-        if (qCount[q] > 0) {
-          nodeOf.push(c);
-          queueCx.push(cx + (q & 1 ? hh : -hh));
-          queueCy.push(cy + (q & 2 ? hh : -hh));
-          queueHalf.push(hh);
-          queueDepth.push(depth + 1);
-        }
+        const c = qCount[q];
+        if (c === 0) continue;
+        const id = this.addNode(qStart[q], c, half, cx + (q & 1 ? quarter : -quarter), cy + (q & 2 ? quarter : -quarter), depth, qSx[q] / c, qSy[q] / c);
+        if (first < 0) first = id;
+        kids++;
       }
+      this.firstChild[node] = first;
+      this.numChildren[node] = kids;
     }
   }
 
-  private newNode(start: number, count: number, width: number): number {
+  private addNode(start: number, count: number, width: number, cx: number, cy: number, depth: number, comX: number, comY: number): number {
     if (this.nodes >= this.cap) this.grow(this.cap * 2);
     const id = this.nodes++;
     this.start[id] = start;
     this.count[id] = count;
     this.width[id] = width;
-    this.child[id] = -1;
+    this.cellX[id] = cx;
+    this.cellY[id] = cy;
+    this.depth[id] = depth;
+    this.comX[id] = comX;
+    this.comY[id] = comY;
+    this.numChildren[id] = 0;
+    this.firstChild[id] = -1;
     return id;
   }
 
-  private setCom(node: number, Y: Float64Array): void {
-    const s = this.start[node];
-    const cnt = this.count[node];
-    let sx = 0;
-    let sy = 0;
-    for (let t = s; t < s + cnt; t++) {
-      const p = this.perm[t];
-      sx += Y[2 * p];
-      sy += Y[2 * p + 1];
-    }
-    this.comX[node] = cnt > 0 ? sx / cnt : 0;
-    this.comY[node] = cnt > 0 ? sy / cnt : 0;
+  private listX = new Float64Array(1024);
+  private listY = new Float64Array(1024);
+  private listW = new Float64Array(1024);
+
+  private growList(): void {
+    const cap = this.listX.length * 2;
+    const f = (a: Float64Array) => {
+      const b = new Float64Array(cap);
+      b.set(a);
+      return b;
+    };
+    this.listX = f(this.listX);
+    this.listY = f(this.listY);
+    this.listW = f(this.listW);
   }
 
   /**
-   * Unnormalised repulsive forces: rep[i] = sum_j (1 + d_ij^2)^-2 (y_i - y_j) (cells summarised
-   * at their centre of mass when width^2 < theta^2 d^2). Returns Z = sum_{i != j} (1 + d_ij^2)^-1.
+   * The same forces as `repulsion`, computed per group of nearby points (Barnes 1990): the tree is
+   * walked once per group (a node with <= groupSize points) with the theta criterion taken
+   * against the group's bounding box (the distance from a cell's centre of mass to the box is a
+   * lower bound on its distance to every point of the group, so each accepted cell also passes
+   * the per-point test), and the resulting interaction list is applied to each point of the group
+   * in a tight loop. At least as accurate as the per-point walk, and several times cheaper.
    */
-  repulsion(Y: Float64Array, theta: number, rep: Float64Array): number {
+  repulsionGrouped(Y: Float64Array, theta: number, rep: Float64Array, groupSize: number): number {
     const theta2 = theta * theta;
-    const { comX, comY, width, count, child, start, perm } = this;
+    const comX = this.comX;
+    const comY = this.comY;
+    const width = this.width;
+    const count = this.count;
+    const firstChild = this.firstChild;
+    const numChildren = this.numChildren;
+    const start = this.start;
+    const perm = this.perm;
     let stack = this.stack;
     let Z = 0;
-    for (let i = 0; i < this.n; i++) {
-      const yx = Y[2 * i];
-      const yy = Y[2 * i + 1];
-      let fx = 0;
-      let fy = 0;
+    const groups: number[] = [];
+    {
       let sp = 0;
       stack[sp++] = 0;
       while (sp > 0) {
         const node = stack[--sp];
+        const kids = numChildren[node];
+        if (count[node] <= groupSize || kids === 0) {
+          groups.push(node);
+          continue;
+        }
+        if (sp + kids > stack.length) {
+          const bigger = new Int32Array(stack.length * 2);
+          bigger.set(stack);
+          stack = this.stack = bigger;
+        }
+        for (let c = 0; c < kids; c++) stack[sp++] = firstChild[node] + c;
+      }
+    }
+    for (const g of groups) {
+      const gs = start[g];
+      const ge = gs + count[g];
+      let bx0 = Infinity;
+      let bx1 = -Infinity;
+      let by0 = Infinity;
+      let by1 = -Infinity;
+      for (let t = gs; t < ge; t++) {
+        const p = perm[t];
+        const x = Y[2 * p];
+        const y = Y[2 * p + 1];
+        if (x < bx0) bx0 = x;
+        if (x > bx1) bx1 = x;
+        if (y < by0) by0 = y;
+        if (y > by1) by1 = y;
+      }
+      let len = 0;
+      let sp = 0;
+      stack[sp++] = 0;
+      while (sp > 0) {
+        const node = stack[--sp];
+        const ns = start[node];
         const cnt = count[node];
-        if (cnt === 0) continue;
-        const c0 = child[node];
-        if (c0 < 0) {
-          // Leaf: exact interactions with its points.
-          const s = start[node];
-          for (let t = s; t < s + cnt; t++) {
+        const holdsGroup = ns <= gs && ge <= ns + cnt;
+        if (!holdsGroup) {
+          const cx = comX[node];
+          const cy = comY[node];
+          const ddx = cx < bx0 ? bx0 - cx : cx > bx1 ? cx - bx1 : 0;
+          const ddy = cy < by0 ? by0 - cy : cy > by1 ? cy - by1 : 0;
+          const w = width[node];
+          if (w * w < theta2 * (ddx * ddx + ddy * ddy)) {
+            if (len === this.listX.length) this.growList();
+            this.listX[len] = cx;
+            this.listY[len] = cy;
+            this.listW[len++] = cnt;
+            continue;
+          }
+        }
+        const kids = numChildren[node];
+        if (kids === 0) {
+          while (len + cnt > this.listX.length) this.growList();
+          const lx = this.listX;
+          const ly = this.listY;
+          const lw = this.listW;
+          for (let t = ns; t < ns + cnt; t++) {
             const p = perm[t];
-            if (p === i) continue;
-            const dx = yx - Y[2 * p];
-            const dy = yy - Y[2 * p + 1];
-            const q = 1 / (1 + dx * dx + dy * dy);
-            Z += q;
-            const q2 = q * q;
-            fx += q2 * dx;
-            fy += q2 * dy;
+            lx[len] = Y[2 * p];
+            ly[len] = Y[2 * p + 1];
+            lw[len++] = 1;
           }
           continue;
         }
+        if (sp + kids > stack.length) {
+          const bigger = new Int32Array(stack.length * 2);
+          bigger.set(stack);
+          stack = this.stack = bigger;
+        }
+        const c0 = firstChild[node];
+        for (let c = 0; c < kids; c++) stack[sp++] = c0 + c;
+      }
+      const lx = this.listX;
+      const ly = this.listY;
+      const lw = this.listW;
+      for (let t = gs; t < ge; t++) {
+        const i = perm[t];
+        const yx = Y[2 * i];
+        const yy = Y[2 * i + 1];
+        let fx = 0;
+        let fy = 0;
+        let z = 0;
+        for (let c = 0; c < len; c++) {
+          const dx = yx - lx[c];
+          const dy = yy - ly[c];
+          const q = 1 / (1 + dx * dx + dy * dy);
+          const wq = lw[c] * q;
+          z += wq;
+          const wq2 = wq * q;
+          fx += wq2 * dx;
+          fy += wq2 * dy;
+        }
+        // The list holds y_i itself (weight 1, q = 1, zero force): remove it from Z.
+        rep[2 * i] = fx;
+        rep[2 * i + 1] = fy;
+        Z += z - 1;
+      }
+    }
+    this.stack = stack;
+    return Z;
+  }
+
+  /**
+   * Unnormalised repulsive forces: rep[i] = sum_j (1 + d_ij^2)^-2 (y_i - y_j), cells summarised at
+   * their centre of mass when width^2 < theta^2 d^2. Returns Z = sum_{i != j} (1 + d_ij^2)^-1.
+   */
+  repulsion(Y: Float64Array, theta: number, rep: Float64Array): number {
+    const theta2 = theta * theta;
+    const comX = this.comX;
+    const comY = this.comY;
+    const width = this.width;
+    const count = this.count;
+    const firstChild = this.firstChild;
+    const numChildren = this.numChildren;
+    const start = this.start;
+    const perm = this.perm;
+    const n = this.n;
+    let stack = this.stack;
+    let Z = 0;
+    for (let i = 0; i < n; i++) {
+      const yx = Y[2 * i];
+      const yy = Y[2 * i + 1];
+      let fx = 0;
+      let fy = 0;
+      let z = 0;
+      let sp = 0;
+      stack[sp++] = 0;
+      while (sp > 0) {
+        const node = stack[--sp];
         const dx = yx - comX[node];
         const dy = yy - comY[node];
         const d2 = dx * dx + dy * dy;
         const w = width[node];
         if (w * w < theta2 * d2) {
+          const cnt = count[node];
           const q = 1 / (1 + d2);
-          Z += cnt * q;
+          z += cnt * q;
           const m = cnt * q * q;
           fx += m * dx;
           fy += m * dy;
-        } else {
-          if (sp + 4 > stack.length) {
-            const bigger = new Int32Array(stack.length * 2);
-            bigger.set(stack);
-            stack = this.stack = bigger;
-          }
-          stack[sp++] = c0;
-          stack[sp++] = c0 + 1;
-          stack[sp++] = c0 + 2;
-          stack[sp++] = c0 + 3;
+          continue;
         }
+        const kids = numChildren[node];
+        if (kids === 0) {
+          // Leaf near y_i: exact interactions with its points.
+          const s = start[node];
+          const e = s + count[node];
+          for (let t = s; t < e; t++) {
+            const p = perm[t];
+            if (p === i) continue;
+            const ex = yx - Y[2 * p];
+            const ey = yy - Y[2 * p + 1];
+            const q = 1 / (1 + ex * ex + ey * ey);
+            z += q;
+            const q2 = q * q;
+            fx += q2 * ex;
+            fy += q2 * ey;
+          }
+          continue;
+        }
+        if (sp + kids > stack.length) {
+          const bigger = new Int32Array(stack.length * 2);
+          bigger.set(stack);
+          stack = this.stack = bigger;
+        }
+        const c0 = firstChild[node];
+        for (let c = 0; c < kids; c++) stack[sp++] = c0 + c;
       }
       rep[2 * i] = fx;
       rep[2 * i + 1] = fy;
+      Z += z;
     }
     return Z;
   }
 }
 
-/** Attractive forces sum_j p_ij (1 + d_ij^2)^-1 (y_i - y_j) (times `exaggeration`). */
-function attraction(P: TsneAffinities, Y: Float64Array, exaggeration: number, out: Float64Array): void {
-  const { rowPtr, cols, vals, n } = P;
-  for (let i = 0; i < n; i++) {
-    const yx = Y[2 * i];
-    const yy = Y[2 * i + 1];
-    let fx = 0;
-    let fy = 0;
-    for (let e = rowPtr[i]; e < rowPtr[i + 1]; e++) {
-      const j = cols[e];
-      const dx = yx - Y[2 * j];
-      const dy = yy - Y[2 * j + 1];
-      const w = (exaggeration * vals[e]) / (1 + dx * dx + dy * dy);
-      fx += w * dx;
-      fy += w * dy;
+/** The pairs (i, j > i) of a symmetric P with their p_ij, for a single pass over each pair. */
+interface UpperPairs {
+  n: number;
+  a: Int32Array;
+  b: Int32Array;
+  p: Float64Array;
+}
+
+function upperTriangle(P: TsneAffinities): UpperPairs {
+  let m = 0;
+  for (let i = 0; i < P.n; i++) for (let e = P.rowPtr[i]; e < P.rowPtr[i + 1]; e++) if (P.cols[e] > i) m++;
+  const a = new Int32Array(m);
+  const b = new Int32Array(m);
+  const p = new Float64Array(m);
+  let t = 0;
+  for (let i = 0; i < P.n; i++) {
+    for (let e = P.rowPtr[i]; e < P.rowPtr[i + 1]; e++) {
+      const j = P.cols[e];
+      if (j <= i) continue;
+      a[t] = i;
+      b[t] = j;
+      p[t++] = P.vals[e];
     }
-    out[2 * i] = fx;
-    out[2 * i + 1] = fy;
+  }
+  return { n: P.n, a, b, p };
+}
+
+/** Attractive forces sum_j p_ij (1 + d_ij^2)^-1 (y_i - y_j) (times `exaggeration`), once per pair. */
+function attraction(pairs: UpperPairs, Y: Float64Array, exaggeration: number, out: Float64Array): void {
+  const { a, b, p } = pairs;
+  out.fill(0);
+  const m = a.length;
+  for (let t = 0; t < m; t++) {
+    const i2 = 2 * a[t];
+    const j2 = 2 * b[t];
+    const dx = Y[i2] - Y[j2];
+    const dy = Y[i2 + 1] - Y[j2 + 1];
+    const w = (exaggeration * p[t]) / (1 + dx * dx + dy * dy);
+    const fx = w * dx;
+    const fy = w * dy;
+    out[i2] += fx;
+    out[i2 + 1] += fy;
+    out[j2] -= fx;
+    out[j2 + 1] -= fy;
   }
 }
 
@@ -528,10 +720,17 @@ export async function tsne(data: ProjectionInput, opts: TsneOptions = {}): Promi
   if (!(learningRate > 0)) throw new Error(`tsne: learningRate must be > 0 or "auto", got ${lrOpt}`);
   const rng = new Rng(opts.seed ?? 0);
 
+  const timings = { affinities: 0, init: 0, attraction: 0, build: 0, repulsion: 0 };
+  let tp0 = performance.now();
   const P = await tsneAffinities(x, perplexity, opts.knnMethod ?? "auto");
+  const upper = upperTriangle(P);
+  timings.affinities = performance.now() - tp0;
+  tp0 = performance.now();
   const Y = (opts.init ?? "pca") === "pca" ? pcaInit(x, rng) : randomInit(n, rng);
+  timings.init = performance.now() - tp0;
 
-  const tree = new QuadTree(n);
+  const groupSize = opts.groupSize ?? 32;
+  const tree = new QuadTree(n, opts.leafSize ?? 1);
   const attr = new Float64Array(2 * n);
   const rep = new Float64Array(2 * n);
   const update = new Float64Array(2 * n);
@@ -545,12 +744,18 @@ export async function tsne(data: ProjectionInput, opts: TsneOptions = {}): Promi
     }
     const ex = it < exIters ? exaggeration : 1;
     const momentum = it < exIters ? 0.5 : 0.8;
-    attraction(P, Y, ex, attr);
+    let tp = performance.now();
+    attraction(upper, Y, ex, attr);
+    timings.attraction += performance.now() - tp;
     if (theta === 0) {
       lastZ = exactRepulsion(Y, n, rep);
     } else {
+      tp = performance.now();
       tree.build(Y);
-      lastZ = tree.repulsion(Y, theta, rep);
+      timings.build += performance.now() - tp;
+      tp = performance.now();
+      lastZ = groupSize > 1 ? tree.repulsionGrouped(Y, theta, rep, groupSize) : tree.repulsion(Y, theta, rep);
+      timings.repulsion += performance.now() - tp;
     }
     const invZ = 1 / Math.max(lastZ, MACHINE_EPSILON);
     for (let e = 0; e < 2 * n; e++) {
@@ -570,7 +775,7 @@ export async function tsne(data: ProjectionInput, opts: TsneOptions = {}): Promi
   if (theta === 0) Zfinal = exactRepulsion(Y, n, rep);
   else {
     tree.build(Y);
-    Zfinal = tree.repulsion(Y, theta, rep);
+    Zfinal = groupSize > 1 ? tree.repulsionGrouped(Y, theta, rep, groupSize) : tree.repulsion(Y, theta, rep);
   }
   const kl = klWithNormaliser(P, Y, Zfinal);
   return {
@@ -579,6 +784,7 @@ export async function tsne(data: ProjectionInput, opts: TsneOptions = {}): Promi
     kl,
     iterations,
     seconds: (performance.now() - t0) / 1000,
+    timings: Object.fromEntries(Object.entries(timings).map(([k, v]) => [k, v / 1000])),
   };
 }
 
