@@ -2,8 +2,10 @@
  * t-SNE (Barnes-Hut, lib/src/viz/tsne.ts) and UMAP (umap-js) timings on clustered 128-D data.
  * Prints one JSON line per (method, n). Usage:
  *   node --import tsx bench/projections.ts [--n 1000,2000,5000] [--dims 128] [--backend wasm|cpu] [--only tsne|umap]
- * Timings on a shared machine are noisy: compare runs taken at the same time.
+ * Timings on a shared machine are noisy: compare runs taken at the same time. Each line also
+ * carries the process CPU seconds and the 1-minute load average when the line was printed.
  */
+import * as os from "node:os";
 import { initBackend } from "../lib/src/backend";
 import { Rng } from "../lib/src/random";
 import { tsne } from "../lib/src/viz/tsne";
@@ -26,6 +28,11 @@ function clusteredData(n: number, dims: number, seed: number): Float32Array {
   return out;
 }
 
+function cpuSince(start: NodeJS.CpuUsage): number {
+  const d = process.cpuUsage(start);
+  return +((d.user + d.system) / 1e6).toFixed(2);
+}
+
 async function main(): Promise<void> {
   const sizes = arg("n", "1000,2000,5000").split(",").map(Number);
   const dims = Number(arg("dims", "128"));
@@ -33,15 +40,19 @@ async function main(): Promise<void> {
   const backend = await initBackend(arg("backend", "wasm"));
   for (const n of sizes) {
     const data = clusteredData(n, dims, n);
+    const common = { bench: "projections", n, dims, backend: backend.name };
     if (only !== "umap") {
+      const cpu0 = process.cpuUsage();
       const r = await tsne(data, { cols: dims, seed: 0 });
-      console.log(JSON.stringify({ bench: "projections", method: "tsne", n, dims, backend: backend.name, seconds: +r.seconds.toFixed(2), kl: +r.kl.toFixed(4) }));
+      const phases = Object.fromEntries(Object.entries(r.timings).map(([k, v]) => [k, +v.toFixed(2)]));
+      console.log(JSON.stringify({ ...common, method: "tsne", seconds: +r.seconds.toFixed(2), cpuSeconds: cpuSince(cpu0), kl: +r.kl.toFixed(4), phases, loadavg1: +os.loadavg()[0].toFixed(2) }));
     }
     if (only !== "tsne") {
+      const cpu0 = process.cpuUsage();
       const t0 = performance.now();
       await umapProject(data, { cols: dims, seed: 0 });
       const seconds = (performance.now() - t0) / 1000;
-      console.log(JSON.stringify({ bench: "projections", method: "umap", n, dims, backend: backend.name, seconds: +seconds.toFixed(2) }));
+      console.log(JSON.stringify({ ...common, method: "umap", seconds: +seconds.toFixed(2), cpuSeconds: cpuSince(cpu0), loadavg1: +os.loadavg()[0].toFixed(2) }));
     }
   }
 }

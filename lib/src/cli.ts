@@ -24,7 +24,7 @@ import { PRESET_NAMES, RunConfig, presetConfig } from "./presets";
 import { Rng } from "./random";
 import { MetricsLog, Trainer, deriveSeed } from "./train";
 import type { MetricsRecord } from "./train";
-import * as viz from "./viz";
+import { lineChartSpec, vegaLiteToPng } from "./viz";
 
 export const CLI_METHODS = ["simclr"] as const;
 export const CLI_BACKBONES: readonly BackboneName[] = backboneNames;
@@ -257,26 +257,17 @@ export function resultsMarkdown(r: CliResults): string {
   return lines.join("\n") + "\n";
 }
 
-/** The training curve (loss and k-NN monitor) as a PNG through lib/src/viz, when that module offers it. */
-async function writeTrainingCurve(records: readonly MetricsRecord[], file: string, warn: (m: string) => void): Promise<boolean> {
-  const v = viz as unknown as Record<string, unknown>;
-  const toPng = v["vegaLiteToPng"] as ((spec: unknown) => Promise<Buffer>) | undefined;
-  const lineChart = v["lineChartSpec"] as ((opts: unknown) => unknown) | undefined;
-  if (typeof toPng !== "function" || typeof lineChart !== "function") {
-    warn("warning: lib/src/viz has no vegaLiteToPng/lineChartSpec; training-curve.png not written");
-    return false;
-  }
-  const data = records
-    .filter((r) => r.type === "step" && typeof r.loss === "number")
-    .map((r) => ({ step: r.step, value: r.loss as number, series: "loss" }));
-  try {
-    const spec = lineChart({ data, x: "step", y: "value", color: "series", title: "training loss", xTitle: "step", yTitle: "loss" });
-    fs.writeFileSync(file, await toPng(spec));
-    return true;
-  } catch (err) {
-    warn(`warning: could not render training-curve.png: ${(err as Error).message}`);
-    return false;
-  }
+/**
+ * training-curve.png: the loss by step (top) and, by step, the contrastive accuracy, the collapse
+ * score and the per-epoch k-NN monitor (bottom), rendered by lib/src/viz.
+ */
+export async function writeTrainingCurve(records: readonly MetricsRecord[], file: string, title: string): Promise<void> {
+  const steps = records.filter((r) => r.type === "step");
+  const loss = lineChartSpec(steps, { y: "loss", title: `${title}: training loss`, xTitle: "step", points: false });
+  const quality = lineChartSpec(records, { y: ["contrastiveAcc", "collapseScore", "knnTop1"], title: "contrastive accuracy, collapse score, k-NN monitor top-1", xTitle: "step", yTitle: "value" });
+  const strip = (spec: object) => Object.fromEntries(Object.entries(spec).filter(([k]) => k !== "$schema"));
+  const spec = { $schema: (loss as { $schema?: string }).$schema, vconcat: [strip(loss), strip(quality)], resolve: { scale: { color: "independent" }, legend: { color: "independent" } } } as unknown as Parameters<typeof vegaLiteToPng>[0];
+  fs.writeFileSync(file, await vegaLiteToPng(spec));
 }
 
 /** `sslkit train ...`; returns the process exit code. */
@@ -291,10 +282,9 @@ export async function runTrain(argv: string[]): Promise<number> {
   const info = await initBackend(parsed.backend);
   const backend = describeBackend(info).replace(/^backend /, "");
   console.log(`sslkit: backend ${backend}`);
+  const { train: fullTrain, test: fullTest } = await loadCliDataset(config.dataset, parsed.dataDir);
   fs.mkdirSync(out, { recursive: true });
   fs.writeFileSync(path.join(out, "config.json"), JSON.stringify({ config, backend, argv }, null, 2) + "\n");
-
-  const { train: fullTrain, test: fullTest } = await loadCliDataset(config.dataset, parsed.dataDir);
   const train = randomSubset(fullTrain, config.trainSubset, deriveSeed(config.seed, 1));
   const evalTrain = evalSubset(fullTrain, config.evalTrainSubset, deriveSeed(config.seed, 2));
   const evalTest = evalSubset(fullTest, config.evalTestSubset, deriveSeed(config.seed, 3));
@@ -379,7 +369,11 @@ export async function runTrain(argv: string[]): Promise<number> {
   };
   fs.writeFileSync(path.join(out, "results.json"), JSON.stringify(results, null, 2) + "\n");
   fs.writeFileSync(path.join(out, "results.md"), resultsMarkdown(results));
-  await writeTrainingCurve(MetricsLog.read(path.join(out, "metrics.jsonl")), path.join(out, "training-curve.png"), (m) => console.warn(m));
+  try {
+    await writeTrainingCurve(MetricsLog.read(path.join(out, "metrics.jsonl")), path.join(out, "training-curve.png"), `${config.method} / ${config.backbone}`);
+  } catch (err) {
+    console.warn(`warning: training-curve.png not written: ${(err as Error).message}`);
+  }
   console.log(`\n${resultsMarkdown(results)}`);
   console.log(`sslkit: wrote ${["config.json", "metrics.jsonl", "results.json", "results.md", "training-curve.png"].filter((f) => fs.existsSync(path.join(out, f))).map((f) => path.join(out, f)).join(", ")}`);
   trainer.dispose();

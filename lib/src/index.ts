@@ -10,3 +10,4 @@ export * from "./eval";
 export * from "./train";
 export * from "./methods";
 export * from "./viz";
+export * from "./presets";

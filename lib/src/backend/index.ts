@@ -9,8 +9,12 @@
  * NODE_DEBUG=sslkit prints why each candidate was skipped.
  */
 import * as tf from "@tensorflow/tfjs-core";
-import "@tensorflow/tfjs-core/dist/public/chained_ops/register_all_chained_ops";
-import "@tensorflow/tfjs-core/dist/register_all_gradients";
+// Gradients and chained tensor methods: tfjs-core ships them only as extensionless ES modules,
+// which plain Node (tslab, the CLI) cannot load. The @tensorflow/tfjs bundle registers them
+// (CommonJS) into tfjs's global registries, which @tensorflow/tfjs-core shares.
+import "@tensorflow/tfjs";
+// Types only (erased at run time): the chained-op methods on tf.Tensor.
+import type {} from "@tensorflow/tfjs-core/dist/public/chained_ops/register_all_chained_ops";
 import "@tensorflow/tfjs-backend-cpu";
 import "@tensorflow/tfjs-backend-wasm";
 import * as fs from "node:fs";

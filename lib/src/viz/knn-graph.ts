@@ -154,6 +154,8 @@ export async function exactKnnGraph(x: RowMatrix, k: number, method: KnnComputeM
   const indices = new Int32Array(n * k);
   const sqDistances = new Float64Array(n * k);
   const jsDots = useTf ? null : new Float64Array(chunk * n);
+  const exact = new Float64Array(k);
+  const order = new Int32Array(k);
   let all: tf.Tensor2D | null = null;
   let allT: tf.Tensor2D | null = null;
   if (useTf) {
@@ -182,22 +184,21 @@ export async function exactKnnGraph(x: RowMatrix, k: number, method: KnnComputeM
           heap.push(ni + norms[j] - 2 * dots[base + j], j);
         }
         // Exact float64 distances of the chosen k, sorted ascending (ties by index).
-        const order: Array<[number, number]> = new Array(k);
         const bi = i * d;
         for (let t = 0; t < k; t++) {
-          const j = heap.idx[t];
-          const bj = j * d;
+          const bj = heap.idx[t] * d;
           let s = 0;
           for (let c = 0; c < d; c++) {
             const diff = X[bi + c] - X[bj + c];
             s += diff * diff;
           }
-          order[t] = [s, j];
+          exact[t] = s;
+          order[t] = t;
         }
-        order.sort((p, q) => p[0] - q[0] || p[1] - q[1]);
+        order.sort((p, q) => exact[p] - exact[q] || heap.idx[p] - heap.idx[q]);
         for (let t = 0; t < k; t++) {
-          sqDistances[i * k + t] = order[t][0];
-          indices[i * k + t] = order[t][1];
+          sqDistances[i * k + t] = exact[order[t]];
+          indices[i * k + t] = heap.idx[order[t]];
         }
       }
     }

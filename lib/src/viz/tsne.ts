@@ -39,7 +39,7 @@ export interface TsneOptions {
   /** Called every `progressEvery` iterations (and at the end) with the current KL divergence. */
   onProgress?: (p: { iteration: number; iterations: number; kl: number }) => void;
   progressEvery?: number;
-  /** Points per quadtree leaf (default 1, as scikit-learn). */
+  /** Points per quadtree leaf (default 4; scikit-learn uses 1). Leaf interactions are exact. */
   leafSize?: number;
   /** Points per group of the grouped tree walk (default 32; 1 = one walk per point as scikit-learn). */
   groupSize?: number;
@@ -109,60 +109,67 @@ export function conditionalAffinities(sqDistances: Float64Array, n: number, k: n
   return P;
 }
 
-/** P = (P_cond + P_cond^T) / sum, as CSR with sorted column indices. */
+/** P = (P_cond + P_cond^T) / sum, as CSR (each row's columns in first-seen order). */
 export function symmetrizeAffinities(indices: Int32Array, condP: Float64Array, n: number, k: number): TsneAffinities {
-  // Count entries per row of P_cond + P_cond^T (duplicates merged below).
-  const counts = new Int32Array(n + 1);
-  for (let i = 0; i < n; i++) {
-    for (let t = 0; t < k; t++) {
-      counts[i + 1]++;
-      counts[indices[i * k + t] + 1]++;
-    }
-  }
-  for (let i = 0; i < n; i++) counts[i + 1] += counts[i];
-  const fill = counts.slice(0, n);
-  const cols = new Int32Array(counts[n]);
-  const vals = new Float64Array(counts[n]);
+  // Row i of P_cond + P_cond^T: its own k neighbours, then every j that has i as a neighbour.
+  const incoming = new Int32Array(n + 1);
+  for (let e = 0; e < n * k; e++) incoming[indices[e] + 1]++;
+  for (let i = 0; i < n; i++) incoming[i + 1] += incoming[i];
+  const inFill = incoming.slice(0, n);
+  const inFrom = new Int32Array(n * k);
+  const inVal = new Float64Array(n * k);
   for (let i = 0; i < n; i++) {
     for (let t = 0; t < k; t++) {
       const j = indices[i * k + t];
-      const p = condP[i * k + t];
-      cols[fill[i]] = j;
-      vals[fill[i]++] = p;
-      cols[fill[j]] = i;
-      vals[fill[j]++] = p;
+      inFrom[inFill[j]] = i;
+      inVal[inFill[j]++] = condP[i * k + t];
     }
   }
-  // Sort each row by column and merge duplicates.
   const rowPtr = new Int32Array(n + 1);
-  const outCols: number[] = [];
-  const outVals: number[] = [];
+  const cols = new Int32Array(2 * n * k);
+  const vals = new Float64Array(2 * n * k);
+  const slot = new Int32Array(n).fill(-1);
+  let m = 0;
   let total = 0;
   for (let i = 0; i < n; i++) {
-    const start = counts[i];
-    const end = counts[i + 1];
-    const order = Array.from({ length: end - start }, (_, t) => start + t).sort((a, b) => cols[a] - cols[b]);
-    let last = -1;
-    for (const e of order) {
-      if (cols[e] === last) {
-        outVals[outVals.length - 1] += vals[e];
+    const rowStart = m;
+    const add = (j: number, p: number) => {
+      total += p;
+      if (slot[j] >= rowStart) {
+        vals[slot[j]] += p;
       } else {
-        outCols.push(cols[e]);
-        outVals.push(vals[e]);
-        last = cols[e];
+        slot[j] = m;
+        cols[m] = j;
+        vals[m++] = p;
       }
-      total += vals[e];
-    }
-    rowPtr[i + 1] = outCols.length;
+    };
+    for (let t = 0; t < k; t++) add(indices[i * k + t], condP[i * k + t]);
+    for (let e = incoming[i]; e < incoming[i + 1]; e++) add(inFrom[e], inVal[e]);
+    rowPtr[i + 1] = m;
   }
   const norm = Math.max(total, MACHINE_EPSILON);
-  const v = Float64Array.from(outVals, (x) => x / norm);
-  return { n, rowPtr, cols: Int32Array.from(outCols), vals: v };
+  const outVals = vals.slice(0, m);
+  for (let e = 0; e < m; e++) outVals[e] /= norm;
+  return { n, rowPtr, cols: cols.slice(0, m), vals: outVals };
 }
 
-/** Sparse t-SNE input affinities of `x` (kNN with k = min(n-1, floor(3 * perplexity + 1))). */
-export async function tsneAffinities(x: RowMatrix, perplexity: number, knnMethod: KnnComputeMethod = "auto"): Promise<TsneAffinities> {
+function isRowMatrix(v: unknown): v is RowMatrix {
+  return typeof v === "object" && v !== null && (v as RowMatrix).values instanceof Float32Array && Number.isInteger((v as RowMatrix).rows);
+}
+
+/**
+ * Sparse t-SNE input affinities P of the rows of `data` (exact kNN with
+ * k = min(n - 1, floor(3 * perplexity + 1)), as scikit-learn's Barnes-Hut t-SNE).
+ */
+export async function tsneAffinities(
+  data: ProjectionInput | RowMatrix,
+  perplexity: number,
+  knnMethod: KnnComputeMethod = "auto",
+  cols?: number,
+): Promise<TsneAffinities> {
+  const x = isRowMatrix(data) ? data : toRowMatrix(data, cols, "tsneAffinities");
   const n = x.rows;
+  if (!(perplexity > 0) || perplexity >= n) throw new Error(`tsneAffinities: perplexity must be in (0, n=${n}), got ${perplexity}`);
   const k = Math.min(n - 1, Math.floor(3 * perplexity + 1));
   const graph = await exactKnnGraph(x, k, knnMethod);
   const condP = conditionalAffinities(graph.sqDistances, n, k, perplexity);
@@ -201,24 +208,61 @@ function klWithNormaliser(P: TsneAffinities, Y: ArrayLike<number>, Z: number): n
   return kl;
 }
 
+/**
+ * Scatter matrix sum_i (x_i - mean)(x_i - mean)^T (d x d): dot products of the centred columns
+ * (transposed to contiguous rows), 4 columns at a time, upper triangle mirrored.
+ */
+function scatterMatrix(X: Float32Array, n: number, d: number, mean: Float64Array): Float64Array {
+  const cols = new Float64Array(d * n);
+  for (let i = 0; i < n; i++) for (let c = 0; c < d; c++) cols[c * n + i] = X[i * d + c] - mean[c];
+  const cov = new Float64Array(d * d);
+  for (let a = 0; a < d; a += 4) {
+    const rowsHere = Math.min(4, d - a);
+    const a0 = a * n;
+    const a1 = a0 + n;
+    const a2 = a1 + n;
+    const a3 = a2 + n;
+    for (let b = a; b < d; b++) {
+      const bb = b * n;
+      let s0 = 0;
+      let s1 = 0;
+      let s2 = 0;
+      let s3 = 0;
+      if (rowsHere === 4) {
+        for (let i = 0; i < n; i++) {
+          const y = cols[bb + i];
+          s0 += cols[a0 + i] * y;
+          s1 += cols[a1 + i] * y;
+          s2 += cols[a2 + i] * y;
+          s3 += cols[a3 + i] * y;
+        }
+      } else {
+        for (let i = 0; i < n; i++) {
+          const y = cols[bb + i];
+          s0 += cols[a0 + i] * y;
+          if (rowsHere > 1) s1 += cols[a1 + i] * y;
+          if (rowsHere > 2) s2 += cols[a2 + i] * y;
+        }
+      }
+      const sums = [s0, s1, s2, s3];
+      for (let r = 0; r < rowsHere; r++) {
+        const ar = a + r;
+        if (b < ar) continue;
+        cov[ar * d + b] = sums[r];
+        cov[b * d + ar] = sums[r];
+      }
+    }
+  }
+  return cov;
+}
+
 /** Top-2 principal component scores of x (power iteration on the covariance, sign fixed). */
 function pcaInit(x: RowMatrix, rng: Rng): Float64Array {
   const { values: X, rows: n, cols: d } = x;
   const mean = new Float64Array(d);
   for (let i = 0; i < n; i++) for (let c = 0; c < d; c++) mean[c] += X[i * d + c];
   for (let c = 0; c < d; c++) mean[c] /= n;
-  const cov = new Float64Array(d * d);
-  const row = new Float64Array(d);
-  for (let i = 0; i < n; i++) {
-    for (let c = 0; c < d; c++) row[c] = X[i * d + c] - mean[c];
-    for (let a = 0; a < d; a++) {
-      const ra = row[a];
-      if (ra === 0) continue;
-      const base = a * d;
-      for (let b = a; b < d; b++) cov[base + b] += ra * row[b];
-    }
-  }
-  for (let a = 0; a < d; a++) for (let b = 0; b < a; b++) cov[a * d + b] = cov[b * d + a];
+  const cov = scatterMatrix(X, n, d, mean);
   const comps: Float64Array[] = [];
   for (let comp = 0; comp < 2; comp++) {
     let v = new Float64Array(d);
@@ -279,32 +323,61 @@ function randomInit(n: number, rng: Rng): Float64Array {
   return Y;
 }
 
+/** Spread the low 16 bits of v to the even bit positions (Morton interleave). */
+function part1by1(v: number): number {
+  v &= 0xffff;
+  v = (v | (v << 8)) & 0x00ff00ff;
+  v = (v | (v << 4)) & 0x0f0f0f0f;
+  v = (v | (v << 2)) & 0x33333333;
+  v = (v | (v << 1)) & 0x55555555;
+  return v >>> 0;
+}
+
+const MORTON_LEVELS = 16;
+
 /**
- * A quadtree over the current 2-D embedding, rebuilt every iteration, with the repulsive-force
- * traversal. Nodes live in flat typed arrays; the non-empty children of a node are consecutive.
- * Leaves hold up to `leafSize` points (or more at the depth limit, e.g. duplicates).
+ * A quadtree over the current 2-D embedding, rebuilt every iteration. Built from the points
+ * sorted by Morton (Z-order) code: every node is a contiguous range of the sorted points, its
+ * children are the sub-ranges sharing the next 2 code bits, and its centre of mass comes from
+ * prefix sums. Nodes live in flat typed arrays; the non-empty children of a node are consecutive.
+ * Leaves hold up to `leafSize` points (more at the 16-level resolution limit, e.g. duplicates).
  */
 class QuadTree {
   private cap = 0;
   private comX = new Float64Array(0);
   private comY = new Float64Array(0);
-  /** Side length of the node's square cell (the "size" in the theta criterion). */
+  /** Size of the node in the theta criterion: the side of its square cell. */
   private width = new Float64Array(0);
   private count = new Int32Array(0);
   private firstChild = new Int32Array(0);
   private numChildren = new Int32Array(0);
   private start = new Int32Array(0);
-  private cellX = new Float64Array(0);
-  private cellY = new Float64Array(0);
-  private depth = new Int32Array(0);
+  private level = new Int32Array(0);
   private nodes = 0;
+  /** Point indices in Morton order, and their codes and coordinates in that order. */
   private readonly perm: Int32Array;
-  private readonly tmp: Int32Array;
+  private readonly codes: Uint32Array;
+  private readonly sortedX: Float64Array;
+  private readonly sortedY: Float64Array;
+  private readonly prefX: Float64Array;
+  private readonly prefY: Float64Array;
+  private readonly scratchPerm: Int32Array;
+  private readonly scratchCodes: Uint32Array;
+  private readonly buckets = new Int32Array(257);
   private stack = new Int32Array(4096);
+  private listX = new Float64Array(1024);
+  private listY = new Float64Array(1024);
+  private listW = new Float64Array(1024);
 
-  constructor(private readonly n: number, private readonly leafSize = 1, private readonly maxDepth = 40) {
+  constructor(private readonly n: number, private readonly leafSize = 1) {
     this.perm = new Int32Array(n);
-    this.tmp = new Int32Array(n);
+    this.codes = new Uint32Array(n);
+    this.sortedX = new Float64Array(n);
+    this.sortedY = new Float64Array(n);
+    this.prefX = new Float64Array(n + 1);
+    this.prefY = new Float64Array(n + 1);
+    this.scratchPerm = new Int32Array(n);
+    this.scratchCodes = new Uint32Array(n);
     this.grow(Math.max(64, 2 * n));
   }
 
@@ -322,26 +395,47 @@ class QuadTree {
     this.comX = f(this.comX);
     this.comY = f(this.comY);
     this.width = f(this.width);
-    this.cellX = f(this.cellX);
-    this.cellY = f(this.cellY);
     this.count = i32(this.count);
     this.firstChild = i32(this.firstChild);
     this.numChildren = i32(this.numChildren);
     this.start = i32(this.start);
-    this.depth = i32(this.depth);
+    this.level = i32(this.level);
     this.cap = cap;
+  }
+
+  /** LSD radix sort of (codes, perm) by code, 4 passes of 8 bits. */
+  private sortByCode(): void {
+    let srcC = this.codes;
+    let srcP = this.perm;
+    let dstC = this.scratchCodes;
+    let dstP = this.scratchPerm;
+    const buckets = this.buckets;
+    const n = this.n;
+    for (let shift = 0; shift < 32; shift += 8) {
+      buckets.fill(0);
+      for (let i = 0; i < n; i++) buckets[((srcC[i] >>> shift) & 255) + 1]++;
+      for (let b = 0; b < 256; b++) buckets[b + 1] += buckets[b];
+      for (let i = 0; i < n; i++) {
+        const pos = buckets[(srcC[i] >>> shift) & 255]++;
+        dstC[pos] = srcC[i];
+        dstP[pos] = srcP[i];
+      }
+      const tc = srcC;
+      srcC = dstC;
+      dstC = tc;
+      const tp = srcP;
+      srcP = dstP;
+      dstP = tp;
+    }
+    // After 4 passes the sorted data is back in this.codes / this.perm.
   }
 
   build(Y: Float64Array): void {
     const n = this.n;
-    const perm = this.perm;
-    const tmp = this.tmp;
     let minX = Infinity;
     let maxX = -Infinity;
     let minY = Infinity;
     let maxY = -Infinity;
-    let sx = 0;
-    let sy = 0;
     for (let i = 0; i < n; i++) {
       const x = Y[2 * i];
       const y = Y[2 * i + 1];
@@ -349,58 +443,59 @@ class QuadTree {
       if (x > maxX) maxX = x;
       if (y < minY) minY = y;
       if (y > maxY) maxY = y;
-      sx += x;
-      sy += y;
-      perm[i] = i;
     }
     const side = Math.max(maxX - minX, maxY - minY, 1e-12) * (1 + 1e-6);
+    const scale = 65536 / side;
+    const codes = this.codes;
+    const perm = this.perm;
+    for (let i = 0; i < n; i++) {
+      const qx = Math.min(65535, Math.floor((Y[2 * i] - minX) * scale));
+      const qy = Math.min(65535, Math.floor((Y[2 * i + 1] - minY) * scale));
+      codes[i] = (part1by1(qx) | (part1by1(qy) << 1)) >>> 0;
+      perm[i] = i;
+    }
+    this.sortByCode();
+    const sx = this.sortedX;
+    const sy = this.sortedY;
+    const px = this.prefX;
+    const py = this.prefY;
+    for (let t = 0; t < n; t++) {
+      const p = perm[t];
+      sx[t] = Y[2 * p];
+      sy[t] = Y[2 * p + 1];
+      px[t + 1] = px[t] + sx[t];
+      py[t + 1] = py[t] + sy[t];
+    }
     this.nodes = 0;
-    const root = this.addNode(0, n, side, (minX + maxX) / 2, (minY + maxY) / 2, 0, sx / n, sy / n);
-    const qCount = new Int32Array(4);
-    const qStart = new Int32Array(4);
-    const qFill = new Int32Array(4);
-    const qSx = new Float64Array(4);
-    const qSy = new Float64Array(4);
-    // Breadth-first: nodes are split in creation order.
-    for (let node = root; node < this.nodes; node++) {
+    this.addNode(0, n, side, 0);
+    const bounds = new Int32Array(5);
+    for (let node = 0; node < this.nodes; node++) {
       const cnt = this.count[node];
-      if (cnt <= this.leafSize || this.depth[node] >= this.maxDepth) {
-        this.numChildren[node] = 0;
-        continue;
-      }
+      const lvl = this.level[node];
+      if (cnt <= this.leafSize || lvl >= MORTON_LEVELS) continue;
       const s = this.start[node];
-      const cx = this.cellX[node];
-      const cy = this.cellY[node];
-      qCount.fill(0);
-      qSx.fill(0);
-      qSy.fill(0);
-      for (let t = s; t < s + cnt; t++) {
-        const p = perm[t];
-        const x = Y[2 * p];
-        const y = Y[2 * p + 1];
-        const q = (x >= cx ? 1 : 0) + (y >= cy ? 2 : 0);
-        qCount[q]++;
-        qSx[q] += x;
-        qSy[q] += y;
+      const e = s + cnt;
+      const shift = 2 * (MORTON_LEVELS - 1 - lvl);
+      // Children: sub-ranges whose next two code bits are 0, 1, 2, 3 (x bit + 2 * y bit).
+      bounds[0] = s;
+      bounds[4] = e;
+      for (let q = 1; q < 4; q++) {
+        let lo = bounds[q - 1];
+        let hi = e;
+        while (lo < hi) {
+          const mid = (lo + hi) >> 1;
+          if (((codes[mid] >>> shift) & 3) < q) lo = mid + 1;
+          else hi = mid;
+        }
+        bounds[q] = lo;
       }
-      qStart[0] = s;
-      for (let q = 1; q < 4; q++) qStart[q] = qStart[q - 1] + qCount[q - 1];
-      qFill.set(qStart);
-      for (let t = s; t < s + cnt; t++) {
-        const p = perm[t];
-        const q = (Y[2 * p] >= cx ? 1 : 0) + (Y[2 * p + 1] >= cy ? 2 : 0);
-        tmp[qFill[q]++] = p;
-      }
-      for (let t = s; t < s + cnt; t++) perm[t] = tmp[t];
       const half = this.width[node] / 2;
-      const quarter = half / 2;
-      const depth = this.depth[node] + 1;
       let first = -1;
       let kids = 0;
       for (let q = 0; q < 4; q++) {
-        const c = qCount[q];
+        const c = bounds[q + 1] - bounds[q];
         if (c === 0) continue;
-        const id = this.addNode(qStart[q], c, half, cx + (q & 1 ? quarter : -quarter), cy + (q & 2 ? quarter : -quarter), depth, qSx[q] / c, qSy[q] / c);
+        const id = this.addNode(bounds[q], c, half, lvl + 1);
         if (first < 0) first = id;
         kids++;
       }
@@ -409,25 +504,85 @@ class QuadTree {
     }
   }
 
-  private addNode(start: number, count: number, width: number, cx: number, cy: number, depth: number, comX: number, comY: number): number {
+  private addNode(start: number, count: number, width: number, level: number): number {
     if (this.nodes >= this.cap) this.grow(this.cap * 2);
     const id = this.nodes++;
     this.start[id] = start;
     this.count[id] = count;
     this.width[id] = width;
-    this.cellX[id] = cx;
-    this.cellY[id] = cy;
-    this.depth[id] = depth;
-    this.comX[id] = comX;
-    this.comY[id] = comY;
+    this.level[id] = level;
+    this.comX[id] = (this.prefX[start + count] - this.prefX[start]) / count;
+    this.comY[id] = (this.prefY[start + count] - this.prefY[start]) / count;
     this.numChildren[id] = 0;
     this.firstChild[id] = -1;
     return id;
   }
 
-  private listX = new Float64Array(1024);
-  private listY = new Float64Array(1024);
-  private listW = new Float64Array(1024);
+  private pushChildren(node: number, sp: number): number {
+    const kids = this.numChildren[node];
+    if (sp + kids > this.stack.length) {
+      const bigger = new Int32Array(this.stack.length * 2);
+      bigger.set(this.stack);
+      this.stack = bigger;
+    }
+    const c0 = this.firstChild[node];
+    for (let c = 0; c < kids; c++) this.stack[sp++] = c0 + c;
+    return sp;
+  }
+
+  /**
+   * Unnormalised repulsive forces, one tree walk per point (scikit-learn's scheme):
+   * rep[i] = sum_j (1 + d_ij^2)^-2 (y_i - y_j), a cell summarised at its centre of mass when
+   * width^2 < theta^2 d^2. Returns Z = sum_{i != j} (1 + d_ij^2)^-1.
+   */
+  repulsion(Y: Float64Array, theta: number, rep: Float64Array): number {
+    const theta2 = theta * theta;
+    const { comX, comY, width, count, numChildren, start, perm, sortedX, sortedY } = this;
+    let Z = 0;
+    for (let i = 0; i < this.n; i++) {
+      const yx = Y[2 * i];
+      const yy = Y[2 * i + 1];
+      let fx = 0;
+      let fy = 0;
+      let z = 0;
+      let sp = 0;
+      this.stack[sp++] = 0;
+      while (sp > 0) {
+        const node = this.stack[--sp];
+        const dx = yx - comX[node];
+        const dy = yy - comY[node];
+        const d2 = dx * dx + dy * dy;
+        const w = width[node];
+        if (w * w < theta2 * d2) {
+          const cnt = count[node];
+          const q = 1 / (1 + d2);
+          z += cnt * q;
+          const m = cnt * q * q;
+          fx += m * dx;
+          fy += m * dy;
+        } else if (numChildren[node] === 0) {
+          const s = start[node];
+          const e = s + count[node];
+          for (let t = s; t < e; t++) {
+            if (perm[t] === i) continue;
+            const ex = yx - sortedX[t];
+            const ey = yy - sortedY[t];
+            const q = 1 / (1 + ex * ex + ey * ey);
+            z += q;
+            const q2 = q * q;
+            fx += q2 * ex;
+            fy += q2 * ey;
+          }
+        } else {
+          sp = this.pushChildren(node, sp);
+        }
+      }
+      rep[2 * i] = fx;
+      rep[2 * i + 1] = fy;
+      Z += z;
+    }
+    return Z;
+  }
 
   private growList(): void {
     const cap = this.listX.length * 2;
@@ -443,42 +598,24 @@ class QuadTree {
 
   /**
    * The same forces as `repulsion`, computed per group of nearby points (Barnes 1990): the tree is
-   * walked once per group (a node with <= groupSize points) with the theta criterion taken
-   * against the group's bounding box (the distance from a cell's centre of mass to the box is a
-   * lower bound on its distance to every point of the group, so each accepted cell also passes
-   * the per-point test), and the resulting interaction list is applied to each point of the group
-   * in a tight loop. At least as accurate as the per-point walk, and several times cheaper.
+   * walked once per group (a node with <= groupSize points), the theta criterion taken against
+   * the group's bounding box (the distance from a cell's centre of mass to the box is a lower
+   * bound on its distance to every point of the group, so each accepted cell also passes the
+   * per-point test), and the interaction list is applied to each point of the group in a tight
+   * loop. At least as accurate as the per-point walk, and cheaper.
    */
   repulsionGrouped(Y: Float64Array, theta: number, rep: Float64Array, groupSize: number): number {
     const theta2 = theta * theta;
-    const comX = this.comX;
-    const comY = this.comY;
-    const width = this.width;
-    const count = this.count;
-    const firstChild = this.firstChild;
-    const numChildren = this.numChildren;
-    const start = this.start;
-    const perm = this.perm;
-    let stack = this.stack;
+    const { comX, comY, width, count, numChildren, start, perm, sortedX, sortedY } = this;
     let Z = 0;
+    // Groups: the largest nodes with <= groupSize points (or leaves).
     const groups: number[] = [];
-    {
-      let sp = 0;
-      stack[sp++] = 0;
-      while (sp > 0) {
-        const node = stack[--sp];
-        const kids = numChildren[node];
-        if (count[node] <= groupSize || kids === 0) {
-          groups.push(node);
-          continue;
-        }
-        if (sp + kids > stack.length) {
-          const bigger = new Int32Array(stack.length * 2);
-          bigger.set(stack);
-          stack = this.stack = bigger;
-        }
-        for (let c = 0; c < kids; c++) stack[sp++] = firstChild[node] + c;
-      }
+    let sp = 0;
+    this.stack[sp++] = 0;
+    while (sp > 0) {
+      const node = this.stack[--sp];
+      if (count[node] <= groupSize || numChildren[node] === 0) groups.push(node);
+      else sp = this.pushChildren(node, sp);
     }
     for (const g of groups) {
       const gs = start[g];
@@ -488,23 +625,22 @@ class QuadTree {
       let by0 = Infinity;
       let by1 = -Infinity;
       for (let t = gs; t < ge; t++) {
-        const p = perm[t];
-        const x = Y[2 * p];
-        const y = Y[2 * p + 1];
+        const x = sortedX[t];
+        const y = sortedY[t];
         if (x < bx0) bx0 = x;
         if (x > bx1) bx1 = x;
         if (y < by0) by0 = y;
         if (y > by1) by1 = y;
       }
       let len = 0;
-      let sp = 0;
-      stack[sp++] = 0;
+      sp = 0;
+      this.stack[sp++] = 0;
       while (sp > 0) {
-        const node = stack[--sp];
+        const node = this.stack[--sp];
         const ns = start[node];
         const cnt = count[node];
-        const holdsGroup = ns <= gs && ge <= ns + cnt;
-        if (!holdsGroup) {
+        // Nodes holding the group (its ancestors and itself) are never summarised.
+        if (!(ns <= gs && ge <= ns + cnt)) {
           const cx = comX[node];
           const cy = comY[node];
           const ddx = cx < bx0 ? bx0 - cx : cx > bx1 ? cx - bx1 : 0;
@@ -518,35 +654,26 @@ class QuadTree {
             continue;
           }
         }
-        const kids = numChildren[node];
-        if (kids === 0) {
+        if (numChildren[node] === 0) {
           while (len + cnt > this.listX.length) this.growList();
           const lx = this.listX;
           const ly = this.listY;
           const lw = this.listW;
           for (let t = ns; t < ns + cnt; t++) {
-            const p = perm[t];
-            lx[len] = Y[2 * p];
-            ly[len] = Y[2 * p + 1];
+            lx[len] = sortedX[t];
+            ly[len] = sortedY[t];
             lw[len++] = 1;
           }
           continue;
         }
-        if (sp + kids > stack.length) {
-          const bigger = new Int32Array(stack.length * 2);
-          bigger.set(stack);
-          stack = this.stack = bigger;
-        }
-        const c0 = firstChild[node];
-        for (let c = 0; c < kids; c++) stack[sp++] = c0 + c;
+        sp = this.pushChildren(node, sp);
       }
       const lx = this.listX;
       const ly = this.listY;
       const lw = this.listW;
       for (let t = gs; t < ge; t++) {
-        const i = perm[t];
-        const yx = Y[2 * i];
-        const yy = Y[2 * i + 1];
+        const yx = sortedX[t];
+        const yy = sortedY[t];
         let fx = 0;
         let fy = 0;
         let z = 0;
@@ -560,85 +687,12 @@ class QuadTree {
           fx += wq2 * dx;
           fy += wq2 * dy;
         }
-        // The list holds y_i itself (weight 1, q = 1, zero force): remove it from Z.
+        // The list holds y_i itself (weight 1, q = 1, zero force): take it out of Z.
+        const i = perm[t];
         rep[2 * i] = fx;
         rep[2 * i + 1] = fy;
         Z += z - 1;
       }
-    }
-    this.stack = stack;
-    return Z;
-  }
-
-  /**
-   * Unnormalised repulsive forces: rep[i] = sum_j (1 + d_ij^2)^-2 (y_i - y_j), cells summarised at
-   * their centre of mass when width^2 < theta^2 d^2. Returns Z = sum_{i != j} (1 + d_ij^2)^-1.
-   */
-  repulsion(Y: Float64Array, theta: number, rep: Float64Array): number {
-    const theta2 = theta * theta;
-    const comX = this.comX;
-    const comY = this.comY;
-    const width = this.width;
-    const count = this.count;
-    const firstChild = this.firstChild;
-    const numChildren = this.numChildren;
-    const start = this.start;
-    const perm = this.perm;
-    const n = this.n;
-    let stack = this.stack;
-    let Z = 0;
-    for (let i = 0; i < n; i++) {
-      const yx = Y[2 * i];
-      const yy = Y[2 * i + 1];
-      let fx = 0;
-      let fy = 0;
-      let z = 0;
-      let sp = 0;
-      stack[sp++] = 0;
-      while (sp > 0) {
-        const node = stack[--sp];
-        const dx = yx - comX[node];
-        const dy = yy - comY[node];
-        const d2 = dx * dx + dy * dy;
-        const w = width[node];
-        if (w * w < theta2 * d2) {
-          const cnt = count[node];
-          const q = 1 / (1 + d2);
-          z += cnt * q;
-          const m = cnt * q * q;
-          fx += m * dx;
-          fy += m * dy;
-          continue;
-        }
-        const kids = numChildren[node];
-        if (kids === 0) {
-          // Leaf near y_i: exact interactions with its points.
-          const s = start[node];
-          const e = s + count[node];
-          for (let t = s; t < e; t++) {
-            const p = perm[t];
-            if (p === i) continue;
-            const ex = yx - Y[2 * p];
-            const ey = yy - Y[2 * p + 1];
-            const q = 1 / (1 + ex * ex + ey * ey);
-            z += q;
-            const q2 = q * q;
-            fx += q2 * ex;
-            fy += q2 * ey;
-          }
-          continue;
-        }
-        if (sp + kids > stack.length) {
-          const bigger = new Int32Array(stack.length * 2);
-          bigger.set(stack);
-          stack = this.stack = bigger;
-        }
-        const c0 = firstChild[node];
-        for (let c = 0; c < kids; c++) stack[sp++] = c0 + c;
-      }
-      rep[2 * i] = fx;
-      rep[2 * i + 1] = fy;
-      Z += z;
     }
     return Z;
   }
@@ -730,7 +784,7 @@ export async function tsne(data: ProjectionInput, opts: TsneOptions = {}): Promi
   timings.init = performance.now() - tp0;
 
   const groupSize = opts.groupSize ?? 32;
-  const tree = new QuadTree(n, opts.leafSize ?? 1);
+  const tree = new QuadTree(n, opts.leafSize ?? 4);
   const attr = new Float64Array(2 * n);
   const rep = new Float64Array(2 * n);
   const update = new Float64Array(2 * n);
