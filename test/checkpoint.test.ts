@@ -234,7 +234,8 @@ async function runTiny(out: string | undefined, extra: Partial<ConstructorParame
 
 test("resume after an interruption reaches exactly the uninterrupted run's weights and metrics", async () => {
   await useBackend("wasm");
-  const full = await runTiny(tmp("full"));
+  const fullOut = tmp("full");
+  const full = await runTiny(fullOut);
   assert.equal(full.result.steps, 27);
   const out = tmp("resume");
   // stop mid-epoch at step 13 (not a checkpoint multiple): a checkpoint is written at the stop
@@ -256,12 +257,14 @@ test("resume after an interruption reaches exactly the uninterrupted run's weigh
   assert.deepEqual(lines.filter((r) => r.type === "step").map((r) => r.step), Array.from({ length: 27 }, (_, i) => i));
   // a resume with a different batch size is refused with a clear error
   await assert.rejects(runTiny(out, { resume: true, batchSize: 4, batches: tinyBatches(tinyDataset(72, 5), 4, 11) }), /batch 8, seed 11.*batch 4/);
+  for (const d of [fullOut, out]) fs.rmSync(d, { recursive: true, force: true });
 });
 
 test("SIGTERM during training writes a checkpoint at the current step; resume finishes identically", async () => {
   await useBackend("wasm");
   const full = await runTiny(undefined);
   const out = tmp("signal");
+  const listenersBefore = process.listenerCount("SIGTERM");
   const first = await runTiny(out, {
     handleSignals: true,
     onProgress: (p) => {
@@ -273,10 +276,11 @@ test("SIGTERM during training writes a checkpoint at the current step; resume fi
   assert.ok(first.result.steps >= 6 && first.result.steps < 27, `stopped at ${first.result.steps}`);
   const latest = new CheckpointManager(path.join(out, "checkpoints")).loadLatest()!;
   assert.equal(latest.step, first.result.steps);
-  assert.equal(process.listenerCount("SIGTERM"), 0, "signal handlers removed after fit");
+  assert.equal(process.listenerCount("SIGTERM"), listenersBefore, "signal handlers removed after fit");
   const second = await runTiny(out, { resume: true });
   assertWeightsEqual(second.weights, full.weights, "weights");
   assert.deepEqual(stepLosses(second.result.metrics), stepLosses(full.result.metrics));
+  fs.rmSync(out, { recursive: true, force: true });
 });
 
 test("CLI: a run killed (SIGKILL) after its first checkpoint resumes with --resume and completes", async () => {

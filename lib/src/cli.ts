@@ -264,9 +264,11 @@ export function resultsMarkdown(r: CliResults): string {
 export async function writeTrainingCurve(records: readonly MetricsRecord[], file: string, title: string): Promise<void> {
   const steps = records.filter((r) => r.type === "step");
   const loss = lineChartSpec(steps, { y: "loss", title: `${title}: training loss`, xTitle: "step", points: false });
-  const quality = lineChartSpec(records, { y: ["contrastiveAcc", "collapseScore", "knnTop1"], title: "contrastive accuracy, collapse score, k-NN monitor top-1", xTitle: "step", yTitle: "value" });
+  const panels: [string, string][] = [["contrastiveAcc", "contrastive accuracy"], ["collapseScore", "collapse score"], ["knnTop1", "k-NN monitor top-1"]];
+  const present = panels.filter(([field]) => records.some((r) => typeof r[field] === "number"));
+  const quality = present.length > 0 ? lineChartSpec(records, { y: present.map(([f]) => f), title: present.map(([, t]) => t).join(", "), xTitle: "step", yTitle: "value" }) : undefined;
   const strip = (spec: object) => Object.fromEntries(Object.entries(spec).filter(([k]) => k !== "$schema"));
-  const spec = { $schema: (loss as { $schema?: string }).$schema, vconcat: [strip(loss), strip(quality)], resolve: { scale: { color: "independent" }, legend: { color: "independent" } } } as unknown as Parameters<typeof vegaLiteToPng>[0];
+  const spec = { $schema: (loss as { $schema?: string }).$schema, vconcat: quality ? [strip(loss), strip(quality)] : [strip(loss)], resolve: { scale: { color: "independent" }, legend: { color: "independent" } } } as unknown as Parameters<typeof vegaLiteToPng>[0];
   fs.writeFileSync(file, await vegaLiteToPng(spec));
 }
 
@@ -363,7 +365,7 @@ export async function runTrain(argv: string[]): Promise<number> {
     evalTrainImages: evalTrain.count,
     evalTestImages: evalTest.count,
     trainWallSeconds: result.wallSeconds,
-    totalWallSeconds: (performance.now() - t0) / 1000,
+    totalWallSeconds: (performance.now() - t0) / 1000 + result.resumedWallSeconds,
     finalLoss: result.finalLoss,
     encoders,
   };

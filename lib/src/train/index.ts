@@ -6,4 +6,3 @@ export * from "./seed";
 export * from "./checkpoint";
 export * from "./metrics";
 export * from "./trainer";
-export * from "../presets";

@@ -104,6 +104,8 @@ export interface TrainResult {
   imagesSeen: number;
   /** Training wall time in seconds, summed over resumed segments. */
   wallSeconds: number;
+  /** The part of wallSeconds spent before this run resumed (0 without a resume). */
+  resumedWallSeconds: number;
   /** Mean loss of the last logged epoch (or the last step's loss). */
   finalLoss: number;
   interrupted: boolean;
@@ -464,6 +466,7 @@ export class Trainer {
       epochsCompleted: Math.floor(pos.step / this.stepsPerEpoch),
       imagesSeen: pos.step * o.batchSize,
       wallSeconds: wall(),
+      resumedWallSeconds: wallBefore,
       finalLoss: lastEpoch && typeof lastEpoch.loss === "number" ? lastEpoch.loss : lastLoss,
       interrupted,
       signal: interrupted ? this.stopSignal ?? "stopAfterStep" : undefined,
