@@ -67,7 +67,8 @@ export interface TrainProgress {
   metrics: Record<string, number>;
 }
 
-function formatDuration(seconds: number): string {
+/** A duration as m:ss, or XhYYm past an hour ("?" when unknown). */
+export function formatDuration(seconds: number): string {
   if (!Number.isFinite(seconds)) return "?";
   const s = Math.max(0, Math.round(seconds));
   const h = Math.floor(s / 3600);

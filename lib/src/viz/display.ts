@@ -18,6 +18,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import sharp from "sharp";
+import { formatDuration } from "../train/metrics";
 import type { TrainProgress } from "../train/metrics";
 import type { VegaLiteSpec } from "./charts";
 import { scatterSpec } from "./charts";
@@ -270,15 +271,6 @@ export async function displayPlotly(
   if (png) writeFileFor(opts.file, png);
   const metadata = png ? await pngMetadata(png, 2) : {};
   if (!sendDisplayBundle(plotlyDisplayBundle(figure, png, summary), { metadata })) printFallback(summary, png ? opts.file : undefined);
-}
-
-function formatDuration(seconds: number): string {
-  if (!Number.isFinite(seconds)) return "?";
-  const s = Math.max(0, Math.round(seconds));
-  const h = Math.floor(s / 3600);
-  const m = Math.floor((s % 3600) / 60);
-  const sec = s % 60;
-  return h > 0 ? `${h}h${String(m).padStart(2, "0")}m` : `${m}:${String(sec).padStart(2, "0")}`;
 }
 
 function formatNumber(v: number): string {
