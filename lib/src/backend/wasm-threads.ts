@@ -205,6 +205,12 @@ function createPthreadWorkerPool(source: string): { pool: PthreadWorkerPool; Wor
     constructor() {
       // Ref'd until emscripten unrefs it on "loaded", so the process stays up while the pool starts.
       super(source, { eval: true, name: "sslkit-wasm-pthread" } as WorkerOptions);
+      // Listen from birth: a worker can fail before emscripten attaches its own 'error' listener,
+      // and an 'error' event with no listener would crash the process instead of falling back.
+      super.on("error", (error: Error) => {
+        if (!settled) reportFailure(error instanceof Error ? error : new Error(String(error)));
+        else if (this.listenerCount("error") <= 1) console.warn(`sslkit: wasm worker error: ${error instanceof Error ? error.message : error}`);
+      });
     }
     /** Pthreads would ref() themselves while running (forever, for XNNPACK's pool): never keep the process alive. */
     override ref(): void {}
