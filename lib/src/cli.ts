@@ -11,7 +11,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { parseArgs } from "node:util";
 import { describeBackend, initBackend } from "./backend";
-import { DATASET_NAMES, balancedSubset, loadDatasetByName, subsetDataset } from "./data";
+import { DATASET_NAMES, balancedSubset, loadDatasetByName, randomSubset } from "./data";
 import type { ImageDataset } from "./data/types";
 import { evaluateRepresentation } from "./eval";
 import type { RepresentationScores } from "./eval";
@@ -21,7 +21,6 @@ import type { Backbone } from "./nn/backbone";
 import { backboneNames, createBackbone } from "./nn";
 import type { BackboneName } from "./nn";
 import { PRESET_NAMES, RunConfig, presetConfig } from "./presets";
-import { Rng } from "./random";
 import { MetricsLog, Trainer, deriveSeed } from "./train";
 import type { MetricsRecord } from "./train";
 import { lineChartSpec, vegaLiteToPng } from "./viz";
@@ -188,12 +187,6 @@ export function createCliMethod(config: RunConfig, inputShape: [number, number, 
       backbone.dispose();
       throw new CliUsageError(`unknown method '${config.method}' (expected one of: ${CLI_METHODS.join(", ")})`);
   }
-}
-
-function randomSubset(ds: ImageDataset, n: number | undefined, seed: number): ImageDataset {
-  if (n === undefined || n >= ds.count) return ds;
-  const indices = new Rng(seed).permutation(ds.count).slice(0, n).sort();
-  return subsetDataset(ds, indices);
 }
 
 function evalSubset(ds: ImageDataset, n: number | undefined, seed: number): ImageDataset {

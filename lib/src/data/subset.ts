@@ -34,6 +34,15 @@ export function classCounts(ds: ImageDataset): number[] {
 }
 
 /**
+ * `n` images chosen by a seeded shuffle (a pure function of (ds, n, seed)), returned in dataset
+ * order; the whole dataset when `n` is undefined or not smaller than it.
+ */
+export function randomSubset(ds: ImageDataset, n: number | undefined, seed: number): ImageDataset {
+  if (n === undefined || n >= ds.count) return ds;
+  return subsetDataset(ds, new Rng(seed).permutation(ds.count).slice(0, n).sort());
+}
+
+/**
  * `perClass` images of every class, chosen by a seeded shuffle within each class (a pure
  * function of (ds, perClass, seed)), returned in dataset order. Throws when a class has fewer.
  */

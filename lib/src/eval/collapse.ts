@@ -8,7 +8,7 @@
  * collapse onto a randomly oriented low-dimensional subspace (that still scores ~1).
  */
 import * as tf from "@tensorflow/tfjs-core";
-import { l2NormalizeRows } from "../losses/nt-xent";
+import { l2Normalize } from "../nn/fast-ops";
 
 /** sqrt(d) * mean_d std_n(z_n / |z_n|) for z: [N, D], N >= 2 (unbiased std, as torch.std). */
 export function collapseScore(z: tf.Tensor2D): tf.Scalar {
@@ -16,7 +16,7 @@ export function collapseScore(z: tf.Tensor2D): tf.Scalar {
   const [n, d] = z.shape;
   if (n < 2 || d < 1) throw new Error(`collapseScore: need at least 2 embeddings of dimension >= 1, got shape [${z.shape}]`);
   return tf.tidy(() => {
-    const { variance } = tf.moments(l2NormalizeRows(z), 0);
+    const { variance } = tf.moments(l2Normalize(z, 1), 0);
     const std = tf.sqrt(tf.mul(variance, n / (n - 1)));
     return tf.mul(tf.mean(std), Math.sqrt(d)) as tf.Scalar;
   });

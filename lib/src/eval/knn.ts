@@ -5,7 +5,7 @@
  * The test set is processed in chunks so the [chunk, Ntrain] similarity block bounds memory.
  */
 import * as tf from "@tensorflow/tfjs-core";
-import { l2NormalizeRows } from "../losses/nt-xent";
+import { l2Normalize } from "../nn/fast-ops";
 import { EvalLabels, checkFeatures, inferNumClasses, labelsToInt32 } from "./labels";
 
 export interface KnnOptions {
@@ -59,7 +59,7 @@ export function knnPredict(trainFeatures: tf.Tensor2D, trainLabels: EvalLabels, 
     for (let start = 0; start < nTest; start += chunkSize) {
       const rows = Math.min(chunkSize, nTest - start);
       const { values, indices } = tf.tidy(() => {
-        const query = l2NormalizeRows(tf.slice(testFeatures, [start, 0], [rows, dim]));
+        const query = l2Normalize(tf.slice(testFeatures, [start, 0], [rows, dim]), 1) as tf.Tensor2D;
         // train [Ntrain, D] @ query^T [D, rows], then transpose. With the training set as the
         // right operand instead, the wasm backend's matMul keeps a packed copy of it (its heap
         // grew by ~1.3x the training set's size) and ran 2x slower in our measurement.

@@ -12,7 +12,7 @@
  * gradient path has no stridedSlice / einsum / gather.
  */
 import * as tf from "@tensorflow/tfjs-core";
-import { matMul } from "../nn/fast-ops";
+import { l2Normalize, matMul } from "../nn/fast-ops";
 
 /** Added to the self-similarity logits; exp(-1e9 - max) underflows to exactly 0. */
 const SELF_MASK_VALUE = -1e9;
@@ -28,13 +28,6 @@ function checkPair(fn: string, z1: tf.Tensor, z2: tf.Tensor): void {
 }
 
 /** Row-wise L2 normalisation x / max(||x||, 1e-12), as torch.nn.functional.normalize. */
-export function l2NormalizeRows(x: tf.Tensor2D): tf.Tensor2D {
-  return tf.tidy(() => {
-    const sumSq = tf.sum(tf.square(x), 1, true);
-    return tf.mul(x, tf.rsqrt(tf.maximum(sumSq, 1e-24))) as tf.Tensor2D;
-  });
-}
-
 /** [2N, 2N] additive mask: SELF_MASK_VALUE on the diagonal, 0 elsewhere (a constant). */
 function selfSimilarityMask(n2: number): tf.Tensor2D {
   return tf.mul(tf.eye(n2), SELF_MASK_VALUE) as tf.Tensor2D;
@@ -49,7 +42,7 @@ function positivePairMask(n: number): tf.Tensor2D {
 
 /** Cosine-similarity logits of the 2N stacked views with the diagonal masked: [2N, 2N]. */
 function maskedSimilarityLogits(z1: tf.Tensor2D, z2: tf.Tensor2D, temperature: number): tf.Tensor2D {
-  const z = l2NormalizeRows(tf.concat([z1, z2], 0) as tf.Tensor2D);
+  const z = l2Normalize(tf.concat([z1, z2], 0), 1) as tf.Tensor2D;
   const sim = matMul(z, tf.transpose(z, [1, 0])) as tf.Tensor2D;
   return tf.add(tf.div(sim, temperature), selfSimilarityMask(2 * z1.shape[0])) as tf.Tensor2D;
 }
