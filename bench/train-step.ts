@@ -43,6 +43,30 @@ async function timeSteps(step: (i: number) => tf.Scalar, warmup: number, steps: 
   return { stepMs, loss };
 }
 
+/** `--profile`: one more step under tf.profile, kernel time summed per kernel name (to stderr). */
+const PROFILE = process.argv.includes("--profile");
+async function printProfile(label: string, step: (i: number) => tf.Scalar): Promise<void> {
+  const t0 = performance.now();
+  const info = await tf.profile(() => step(1000));
+  const wall = performance.now() - t0;
+  const byName = new Map<string, { ms: number; calls: number; shapes: Map<string, number> }>();
+  for (const k of info.kernels) {
+    const e = byName.get(k.name) ?? { ms: 0, calls: 0, shapes: new Map() };
+    const ms = Number(k.kernelTimeMs) || 0;
+    e.ms += ms;
+    e.calls++;
+    const key = JSON.stringify(k.inputShapes);
+    e.shapes.set(key, (e.shapes.get(key) ?? 0) + ms);
+    byName.set(k.name, e);
+  }
+  const total = [...byName.values()].reduce((s, e) => s + e.ms, 0);
+  console.error(`profile ${label}: wall ${wall.toFixed(0)} ms, kernels ${total.toFixed(0)} ms, ${info.kernels.length} kernel calls`);
+  for (const [name, e] of [...byName].sort((a, b) => b[1].ms - a[1].ms).slice(0, 25)) {
+    const top = [...e.shapes].sort((a, b) => b[1] - a[1]).slice(0, name === process.env.SSLKIT_PROFILE_KERNEL ? 40 : 3).map(([s, ms]) => `${s} ${ms.toFixed(0)}ms`).join("; ");
+    console.error(`  ${name.padEnd(28)} ${e.ms.toFixed(0).padStart(6)} ms ${String(e.calls).padStart(5)} calls  ${top}`);
+  }
+}
+
 function median(xs: number[]): number {
   const s = xs.slice().sort((a, b) => a - b);
   return s[Math.floor(s.length / 2)];
@@ -64,6 +88,7 @@ async function simclrFigure(steps: number): Promise<Record<string, unknown>> {
     return value;
   };
   const { stepMs, loss } = await timeSteps(step, 2, steps);
+  if (PROFILE) await printProfile("simclr", step);
   const ms = median(stepMs);
   return {
     figure: "simclr-resnet-small",
@@ -114,7 +139,7 @@ class LightMaeDecoder extends Module {
     const [n, k] = visible.shape;
     const m = masked.length / n;
     const vis = tf.add(this.embed.forward(visible), this.positions(keep, n, k));
-    const mask = tf.add(tf.broadcastTo(this.maskToken, [n, m, this.dim]), this.positions(masked, n, m));
+    const mask = tf.add(fastOps.broadcastTo(this.maskToken, [n, m, this.dim]), this.positions(masked, n, m));
     const h = this.norm.forward(this.block.forward(tf.concat([vis, mask], 1) as tf.Tensor3D));
     return this.pred.forward(tf.slice(h, [0, k, 0], [n, m, this.dim])) as tf.Tensor3D;
   }
@@ -155,6 +180,7 @@ async function maeFigure(steps: number): Promise<Record<string, unknown>> {
     return value;
   };
   const { stepMs, loss } = await timeSteps(step, 2, steps);
+  if (PROFILE) await printProfile("mae", step);
   const ms = median(stepMs);
   return {
     figure: "mae-vit-tiny",
@@ -189,7 +215,7 @@ if (childFigure) {
   const only = args.filter((a) => (FIGURES as readonly string[]).includes(a)) as Figure[];
   let failed = 0;
   for (const figure of only.length > 0 ? only : FIGURES) {
-    const r = spawnSync(process.execPath, ["--import", "tsx", __filename, `--child=${figure}`, "--steps", String(steps)], { stdio: "inherit", env: process.env });
+    const r = spawnSync(process.execPath, ["--import", "tsx", __filename, `--child=${figure}`, "--steps", String(steps), ...(PROFILE ? ["--profile"] : [])], { stdio: "inherit", env: process.env });
     if (r.status !== 0) failed++;
   }
   process.exit(failed > 0 ? 1 : 0);

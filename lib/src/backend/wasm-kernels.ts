@@ -9,6 +9,9 @@
  *     the cpu backend's rule, gradient to the first maximum of each window in row-major order.
  *   - GatherV2 (present but copies element by element, ~50x slower than row copies).
  *   - OneHot (wasm's ignores the dtype attr: tf.oneHot(i, n, 1, 0, "float32") was garbage).
+ *   - Identity (wasm's copies the data; the engine clones every tensor it saves for a gradient,
+ *     which cost 5-10% of a training step): shares the data by reference count, as the cpu
+ *     backend does. Tensor data is immutable, so sharing is safe.
  *
  * Two ways a kernel can run other kernels: call their kernelFunc directly with
  * {inputs, backend, attrs} and free intermediates with backend.disposeData (what the wasm kernels
@@ -316,6 +319,13 @@ function maxPoolGradKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInf
 // Registration
 // ---------------------------------------------------------------------------------------------
 
+function identityKernel({ inputs, backend }: KernelArgs): tf.TensorInfo {
+  const x = inputInfo("Identity", inputs, "x");
+  if (x.dtype === "string") return tf.tensor((backend as BackendWasm).readSync(x.dataId) as Uint8Array[], x.shape, x.dtype);
+  (backend as BackendWasm).incRef(x.dataId);
+  return { dataId: x.dataId, shape: x.shape, dtype: x.dtype };
+}
+
 const trainingKernels: ReadonlyArray<{ kernelName: string; kernelFunc: (args: KernelArgs) => tf.TensorInfo }> = [
   { kernelName: "Conv2DBackpropFilter", kernelFunc: conv2dBackpropFilterKernel },
   { kernelName: "Conv2DBackpropInput", kernelFunc: conv2dBackpropInputKernel },
@@ -325,6 +335,7 @@ const trainingKernels: ReadonlyArray<{ kernelName: string; kernelFunc: (args: Ke
   { kernelName: "MaxPoolGrad", kernelFunc: maxPoolGradKernel },
   { kernelName: "GatherV2", kernelFunc: gatherV2Kernel },
   { kernelName: "OneHot", kernelFunc: oneHotKernel },
+  { kernelName: "Identity", kernelFunc: identityKernel },
 ];
 
 /** Names of the kernels sslkit registers (or replaces) on the wasm backend. */

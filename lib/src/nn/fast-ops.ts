@@ -9,6 +9,7 @@
  *     registers as the wasm kernels.
  *   - gelu, layerNormOp, l2Normalize: one custom gradient each instead of a chain of small
  *     autodiff kernels (and no NaN gradient for an all-zero row in l2Normalize).
+ *   - broadcastTo: tfjs's (a Tile) has a gradient of one Slice + Add per repetition.
  *   - patchify / unpatchify / takeRows: ViT/MAE plumbing using only rank <= 4 transposes and a
  *     flat gather.
  * Never train through tf.stridedSlice, tf.einsum or tf.depthToSpace (no gradient on any
@@ -78,24 +79,74 @@ export function transposeLast2(x: tf.Tensor): tf.Tensor {
   throw new Error(`transposeLast2: expected rank 2 or 3, got ${x.rank}`);
 }
 
+/**
+ * tf.broadcastTo with a reduce-sum gradient. tfjs runs broadcastTo as Tile, whose gradient is one
+ * Slice + Add per repetition (128 x 37 = 4736 kernels for an MAE mask token: 2.4 s of a 2.8 s
+ * wasm step); summing dy over the broadcast axes is one kernel.
+ */
+export function broadcastTo(x: tf.Tensor, shape: number[]): tf.Tensor {
+  if (shape.length < x.rank) throw new Error(`broadcastTo: target [${shape}] has lower rank than [${x.shape}]`);
+  const lead = shape.length - x.rank;
+  const axes: number[] = [];
+  for (let i = 0; i < shape.length; i++) {
+    const from = i < lead ? 1 : x.shape[i - lead];
+    if (from !== shape[i] && from !== 1) throw new Error(`broadcastTo: cannot broadcast [${x.shape}] to [${shape}]`);
+    if (i < lead || (from === 1 && shape[i] !== 1)) axes.push(i);
+  }
+  const xShape = x.shape;
+  return opWithLazyGrads(
+    { x },
+    () => tf.add(x, tf.zeros(shape)), // a broadcasting Add: wasm's Tile forward is ~10x slower too
+    (dy) => ({ x: () => tf.reshape(axes.length > 0 ? tf.sum(dy, axes) : dy, xShape) }),
+  );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Matrix products
 // ---------------------------------------------------------------------------------------------
 
 /**
- * a @ b for [m,k]x[k,n] or [B,m,k]x[B,k,n], with a gradient that uses explicit transposes and
- * plain matMuls: dA = dY @ B^T, dB = A^T @ dY (each computed only if needed).
+ * Batched [B,m,k] @ [B,k,n] (optionally with either operand stored transposed, as [B,k,m] /
+ * [B,n,k]) as ONE depthwise convolution with the batch as channels: input [1, m, k, B],
+ * filter [1, k, B, n] (channel multiplier n), 'valid' -> [1, m, 1, B*n] = [m, B, n].
+ * wasm's own BatchMatMul runs batches > 1 through a scalar triple loop (~1 GFLOP/s: the
+ * attention products were 30% of an MAE step); XNNPACK's grouped convolution is 3-4x faster
+ * even with the three small transposes.
+ */
+function batchMatMulDepthwise(a: tf.Tensor3D, b: tf.Tensor3D, transposeA: boolean, transposeB: boolean): tf.Tensor3D {
+  const batch = a.shape[0];
+  const [m, k] = transposeA ? [a.shape[2], a.shape[1]] : [a.shape[1], a.shape[2]];
+  const n = transposeB ? b.shape[1] : b.shape[2];
+  const x = tf.reshape(tf.transpose(a, transposeA ? [2, 1, 0] : [1, 2, 0]), [1, m, k, batch]) as tf.Tensor4D;
+  const filter = tf.reshape(tf.transpose(b, transposeB ? [2, 0, 1] : [1, 0, 2]), [1, k, batch, n]) as tf.Tensor4D;
+  const y = tf.depthwiseConv2d(x, filter, 1, "valid");
+  return tf.transpose(tf.reshape(y, [m, batch, n]), [1, 0, 2]) as tf.Tensor3D;
+}
+
+/** a @ b with either operand optionally transposed, by the fastest kernel the backend has. */
+function matMulKernel(a: tf.Tensor, b: tf.Tensor, transposeA: boolean, transposeB: boolean): tf.Tensor {
+  if (tf.getBackend() === "wasm") {
+    if (a.rank === 3 && a.shape[0] > 1) return batchMatMulDepthwise(a as tf.Tensor3D, b as tf.Tensor3D, transposeA, transposeB);
+    // wasm's transposeA/B matMul is 8-16x slower than an explicit transpose and a plain matMul.
+    return tf.matMul(transposeA ? transposeLast2(a) : a, transposeB ? transposeLast2(b) : b) as tf.Tensor;
+  }
+  return tf.matMul(a as tf.Tensor2D, b as tf.Tensor2D, transposeA, transposeB);
+}
+
+/**
+ * a @ b for [m,k]x[k,n] or [B,m,k]x[B,k,n], with a gradient of plain products:
+ * dA = dY @ B^T, dB = A^T @ dY (each computed only if needed).
  */
 function matMulWithPlainGrads(a: tf.Tensor, b: tf.Tensor): tf.Tensor {
   return opWithLazyGrads(
     { a, b },
     (save) => {
       save([a, b]);
-      return tf.matMul(a as tf.Tensor2D, b as tf.Tensor2D);
+      return matMulKernel(a, b, false, false);
     },
     (dy, [sa, sb]) => ({
-      a: () => tf.matMul(dy as tf.Tensor2D, transposeLast2(sb) as tf.Tensor2D),
-      b: () => tf.matMul(transposeLast2(sa) as tf.Tensor2D, dy as tf.Tensor2D),
+      a: () => matMulKernel(dy, sb, false, true),
+      b: () => matMulKernel(sa, dy, true, false),
     }),
   );
 }
@@ -303,15 +354,14 @@ const SQRT1_2 = Math.SQRT1_2;
 const INV_SQRT_2PI = 1 / Math.sqrt(2 * Math.PI);
 
 const geluErf = tf.customGrad(((x: tf.Tensor, save: tf.GradSaveFunc) => {
-  save([x]);
   // GELU(x) = x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2))  (Hendrycks & Gimpel 2016; PyTorch nn.GELU()).
   const cdf = tf.mul(0.5, tf.add(1, tf.erf(tf.mul(x, SQRT1_2))));
+  save([x, cdf]); // Phi(x) is kept for the gradient: erf is a slow scalar loop on wasm
   const value = tf.mul(x, cdf);
   const gradFunc = (dy: tf.Tensor, saved: tf.Tensor[]) => {
-    const [sx] = saved;
+    const [sx, cdfS] = saved;
     // d/dx = Phi(x) + x phi(x), phi(x) = exp(-x^2/2) / sqrt(2 pi).
     const phi = tf.mul(INV_SQRT_2PI, tf.exp(tf.mul(-0.5, tf.square(sx))));
-    const cdfS = tf.mul(0.5, tf.add(1, tf.erf(tf.mul(sx, SQRT1_2))));
     return [tf.mul(dy, tf.add(cdfS, tf.mul(sx, phi)))];
   };
   return { value, gradFunc };

@@ -188,7 +188,7 @@ export class ViT extends Backbone {
   /** Class token plus its position embedding, broadcast to [N, 1, D]. */
   private classTokens(n: number): tf.Tensor3D {
     const pos = tf.slice(this.posEmbed, [0, 0, 0], [1, 1, this.dim]);
-    return tf.broadcastTo(tf.add(this.clsToken, pos), [n, 1, this.dim]) as tf.Tensor3D;
+    return fastOps.broadcastTo(tf.add(this.clsToken, pos), [n, 1, this.dim]) as tf.Tensor3D;
   }
 
   /** Runs the transformer on [cls; patch tokens] ([N, 1+K, D] in), returns the final-normed sequence. */
