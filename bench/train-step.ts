@@ -2,13 +2,16 @@
  * Training-step throughput and peak memory, one JSON line per figure:
  *   (a) simclr-resnet-small: SimCLR step (two simclrTransform views, resnetSmall + projection head,
  *       NT-Xent, AdamW) at batch 128 on 32x32x3 images. Target (not asserted): >= 100 img/s, peak RSS <= 2.5 GB.
+ *   (a') simclr-resnet-small-half-width: the same step with widths 16/32/64/128 (context, no target).
  *   (b) mae-vit-tiny: masked-autoencoder step on 28x28x1 (ViT-tiny: patch 4, dim 128, depth 4, 4 heads;
  *       75% of patches masked via ViT.forwardTokens(x, {keep}); a one-block dim-64 decoder; MSE on the
  *       masked patches; AdamW) at batch 128. Target (not asserted): >= 180 img/s.
  * Each figure runs in its own child process, so the peak RSS is that figure's alone.
  * images/s counts source images (not views) per optimisation step.
  *
- *   node --import tsx bench/train-step.ts [simclr|mae] [--steps N]
+ *   node --import tsx bench/train-step.ts [simclr|simclr-half|mae] [--steps N] [--profile]
+ * --profile adds one profiled step per figure: kernel time per kernel name and input shapes (stderr);
+ * SSLKIT_PROFILE_KERNEL=<name> lists every shape of that kernel.
  */
 import { spawnSync } from "node:child_process";
 import * as tf from "@tensorflow/tfjs-core";
@@ -16,13 +19,13 @@ import { describeBackend, initBackend } from "../lib/src/backend";
 import { SimCLR } from "../lib/src/methods/simclr";
 import { Module } from "../lib/src/nn/module";
 import { LayerNorm, Linear } from "../lib/src/nn/layers";
-import { resnetSmall } from "../lib/src/nn/resnet";
+import { ResNet, resnetSmall } from "../lib/src/nn/resnet";
 import { TransformerBlock, get2dSincosPosEmbed, vitTiny } from "../lib/src/nn/vit";
 import * as fastOps from "../lib/src/nn/fast-ops";
 import { Rng } from "../lib/src/random";
 import { AdamW } from "../lib/src/train/optimizers";
 
-const FIGURES = ["simclr", "mae"] as const;
+const FIGURES = ["simclr", "simclr-half", "mae"] as const;
 type Figure = (typeof FIGURES)[number];
 
 function peakRssMB(): number {
@@ -72,10 +75,14 @@ function median(xs: number[]): number {
   return s[Math.floor(s.length / 2)];
 }
 
-async function simclrFigure(steps: number): Promise<Record<string, unknown>> {
+/**
+ * SimCLR step. `half` swaps resnet-small (widths 32/64/128/256) for a half-width twin (16/32/64/128,
+ * ~1/4 of the FLOPs), for context: at full width the convolutions alone are ~97 GFLOP a step.
+ */
+async function simclrFigure(steps: number, half = false): Promise<Record<string, unknown>> {
   const batch = 128;
   const shape: [number, number, number] = [32, 32, 3];
-  const method = new SimCLR({ backbone: resnetSmall({ inChannels: 3, seed: 0 }), inputShape: shape, temperature: 0.2, projectionHiddenDim: 512, projectionDim: 128 });
+  const method = new SimCLR({ backbone: half ? new ResNet({ inChannels: 3, seed: 0, widths: [16, 32, 64, 128], blocks: [1, 1, 1, 1] }) : resnetSmall({ inChannels: 3, seed: 0 }), inputShape: shape, temperature: 0.2, projectionHiddenDim: 512, projectionDim: 128 });
   const opt = new AdamW(method.trainable.parameters(), { lr: 1e-3, weightDecay: 1e-6 });
   const images = tf.randomUniform([batch, ...shape], 0, 1, "float32", 1) as tf.Tensor4D;
   const vars = method.trainable.variables();
@@ -91,16 +98,16 @@ async function simclrFigure(steps: number): Promise<Record<string, unknown>> {
   if (PROFILE) await printProfile("simclr", step);
   const ms = median(stepMs);
   return {
-    figure: "simclr-resnet-small",
+    figure: half ? "simclr-resnet-small-half-width" : "simclr-resnet-small",
     batch,
     input: "32x32x3 x 2 views",
     params: method.trainable.numParameters(),
     steps,
     stepMsMedian: +ms.toFixed(1),
     imagesPerSec: +((batch * 1000) / ms).toFixed(1),
-    targetImagesPerSec: 100,
+    ...(half ? {} : { targetImagesPerSec: 100 }),
     peakRssMB: +peakRssMB().toFixed(0),
-    targetPeakRssMB: 2560,
+    ...(half ? {} : { targetPeakRssMB: 2560 }),
     loss: +loss.toFixed(4),
   };
 }
@@ -198,7 +205,7 @@ async function maeFigure(steps: number): Promise<Record<string, unknown>> {
 
 async function child(figure: Figure, steps: number): Promise<void> {
   const info = await initBackend();
-  const result = figure === "simclr" ? await simclrFigure(steps) : await maeFigure(steps);
+  const result = figure === "mae" ? await maeFigure(steps) : await simclrFigure(steps, figure === "simclr-half");
   console.log(JSON.stringify({ bench: "train-step", ...result, backend: describeBackend(info), threads: info.threads }));
 }
 

@@ -247,11 +247,26 @@ const fastOpCases: OpCase[] = [
     },
   },
   { name: "fastOps.takeRows", inputs: [{ shape: [3, 7, 5] }, { shape: [3, 4], intMax: 7 }], f: (x, i) => fastOps.takeRows(x as tf.Tensor3D, i as tf.Tensor2D) },
+  // BatchNorm statistics (an [M, 1] average pool on wasm), small and large M.
+  { name: "fastOps.columnMeans", inputs: [{ shape: [7, 5] }], f: (x) => fastOps.columnMeans(x as tf.Tensor2D), forwardOnly: true },
+  { name: "fastOps.columnMeans large", inputs: [{ shape: [70000, 3], dist: "positive" }], f: (x) => fastOps.columnMeans(x as tf.Tensor2D), forwardOnly: true },
+  { name: "fastOps.columnSums large", inputs: [{ shape: [40000, 6] }], f: (x) => fastOps.columnSums(x as tf.Tensor2D), forwardOnly: true },
 ];
+
+test("Identity on wasm shares data (no copy), and the clone outlives its source", async () => {
+  await useBackend("wasm");
+  const x = tf.tensor2d([1, 2, 3, 4], [2, 2]);
+  const y = tf.clone(x);
+  assert.equal(y.dataId, x.dataId, "shared data");
+  assert.equal((tf.backend() as unknown as { refCount(id: object): number }).refCount(x.dataId), 2, "reference counted");
+  x.dispose();
+  assert.deepEqual(Array.from(y.dataSync()), [1, 2, 3, 4]);
+  y.dispose();
+});
 
 test("sslkit's training kernels are registered on wasm, idempotently", async () => {
   await useBackend("wasm");
-  const expected = ["Conv2DBackpropFilter", "Conv2DBackpropInput", "DepthwiseConv2dNativeBackpropInput", "DepthwiseConv2dNativeBackpropFilter", "UnsortedSegmentSum", "MaxPoolGrad", "GatherV2", "OneHot"];
+  const expected = ["Conv2DBackpropFilter", "Conv2DBackpropInput", "DepthwiseConv2dNativeBackpropInput", "DepthwiseConv2dNativeBackpropFilter", "UnsortedSegmentSum", "MaxPoolGrad", "GatherV2", "OneHot", "Identity"];
   for (const name of expected) assert.ok(wasmTrainingKernelNames.includes(name), `${name} listed`);
   const before = wasmTrainingKernelNames.map((n) => tf.getKernel(n, "wasm")?.kernelFunc);
   before.forEach((k, i) => assert.ok(k, `${wasmTrainingKernelNames[i]} registered on wasm`));

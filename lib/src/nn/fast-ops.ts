@@ -101,6 +101,26 @@ export function broadcastTo(x: tf.Tensor, shape: number[]): tf.Tensor {
   );
 }
 
+/**
+ * Column means of x [M, C] -> [C] (BatchNorm statistics and gradients). wasm reduces only along
+ * the last axis, so tf.mean(x, 0) transposes first: 89 ms for [262144, 32]. An average pool with
+ * one [M, 1] window over x viewed as [1, M, 1, C] is XNNPACK's channel-vectorised pooling: 4 ms,
+ * and closer to a float64 reference. Other backends use tf.mean.
+ */
+export function columnMeans(x: tf.Tensor2D): tf.Tensor1D {
+  assertRank("columnMeans", "x", x, 2);
+  const [m, c] = x.shape;
+  if (tf.getBackend() !== "wasm" || m < 2) return tf.mean(x, 0) as tf.Tensor1D;
+  return tf.tidy(() => tf.reshape(tf.avgPool(tf.reshape(x, [1, m, 1, c]) as tf.Tensor4D, [m, 1], [m, 1], "valid"), [c]) as tf.Tensor1D);
+}
+
+/** Column sums of x [M, C] -> [C]: `columnMeans` times M on wasm, tf.sum elsewhere. */
+export function columnSums(x: tf.Tensor2D): tf.Tensor1D {
+  assertRank("columnSums", "x", x, 2);
+  if (tf.getBackend() !== "wasm" || x.shape[0] < 2) return tf.sum(x, 0) as tf.Tensor1D;
+  return tf.tidy(() => tf.mul(columnMeans(x), x.shape[0]) as tf.Tensor1D);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Matrix products
 // ---------------------------------------------------------------------------------------------
@@ -246,9 +266,24 @@ export function conv2dInputGrad(dy: tf.Tensor4D, filter: tf.Tensor4D, inputShape
   return tf.tidy(() => (unitStride || method === "dilate" ? inputGradDilated(dy, filter, info) : inputGradSubPixel(dy, filter, info)));
 }
 
+/**
+ * The taps (rows[a], cols[b]) of a filter [KH,KW,Ci,Co], flipped in space and in/out-swapped:
+ * [rows.length, cols.length, Co, Ci]. One row gather over the flattened taps and one rank-3
+ * transpose (wasm's Reverse and StridedSlice took up to 90 ms on a 3x3x128x256 filter).
+ */
+function flippedTaps(filter: tf.Tensor4D, rows: number[], cols: number[]): tf.Tensor4D {
+  const [, kw, ci, co] = filter.shape;
+  const taps: number[] = [];
+  for (let a = rows.length - 1; a >= 0; a--) for (let b = cols.length - 1; b >= 0; b--) taps.push(rows[a] * kw + cols[b]);
+  const picked = tf.gather(tf.reshape(filter, [-1, ci, co]), tf.tensor1d(taps, "int32"), 0);
+  return tf.reshape(tf.transpose(picked, [0, 2, 1]), [rows.length, cols.length, co, ci]) as tf.Tensor4D;
+}
+
+const range = (start: number, end: number, step = 1): number[] => Array.from({ length: Math.max(0, Math.ceil((end - start) / step)) }, (_, i) => start + i * step);
+
 /** Filter [KH,KW,Ci,Co] -> flipped in space and in/out-swapped [KH,KW,Co,Ci]. */
 function flipFilter(filter: tf.Tensor4D): tf.Tensor4D {
-  return tf.transpose(tf.reverse(filter, [0, 1]), [0, 1, 3, 2]) as tf.Tensor4D;
+  return flippedTaps(filter, range(0, filter.shape[0]), range(0, filter.shape[1]));
 }
 
 function inputGradDilated(dy: tf.Tensor4D, filter: tf.Tensor4D, info: tf.backend_util.Conv2DInfo): tf.Tensor4D {
@@ -274,8 +309,7 @@ function inputGradSubPixel(dy: tf.Tensor4D, filter: tf.Tensor4D, info: tf.backen
     const mh = Math.ceil((kh - rh) / sh);
     const mw = Math.ceil((kw - rw) / sw);
     if (mh <= 0 || mw <= 0) return tf.zeros([n, qh, qw, ci]);
-    const sub = tf.stridedSlice(filter, [rh, rw, 0, 0], [kh, kw, filter.shape[2], filter.shape[3]], [sh, sw, 1, 1]) as tf.Tensor4D;
-    const y = tf.conv2d(dy, flipFilter(sub), 1, [[0, 0], [mh - 1, Math.max(0, qh - oh)], [mw - 1, Math.max(0, qw - ow)], [0, 0]]);
+    const y = tf.conv2d(dy, flippedTaps(filter, range(rh, kh, sh), range(rw, kw, sw)), 1, [[0, 0], [mh - 1, Math.max(0, qh - oh)], [mw - 1, Math.max(0, qw - ow)], [0, 0]]);
     return cropSpatial(y, 0, 0, qh, qw);
   };
   const rows: tf.Tensor4D[] = [];

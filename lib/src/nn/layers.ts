@@ -167,8 +167,8 @@ function batchNormRows(x: tf.Tensor2D, centered: tf.Tensor2D, variance: tf.Tenso
       const value = tf.add(tf.mul(xHat, g), b);
       const gradFunc = (dy: tf.Tensor, s: tf.Tensor[]) => {
         const [sxHat, sInvStd, sGamma] = s;
-        const dBeta = tf.sum(dy, 0);
-        const dGamma = tf.sum(tf.mul(dy, sxHat), 0);
+        const dBeta = fastOps.columnSums(dy as tf.Tensor2D);
+        const dGamma = fastOps.columnSums(tf.mul(dy, sxHat) as tf.Tensor2D);
         return [inputGrad(dy, sxHat, dBeta, dGamma, tf.mul(sGamma, sInvStd)), dGamma, dBeta];
       };
       return { value, gradFunc };
@@ -179,8 +179,8 @@ function batchNormRows(x: tf.Tensor2D, centered: tf.Tensor2D, variance: tf.Tenso
     const value = normalise(save);
     const gradFunc = (dy: tf.Tensor, s: tf.Tensor[]) => {
       const [sxHat, sInvStd] = s;
-      const dBeta = tf.sum(dy, 0);
-      const dGamma = tf.sum(tf.mul(dy, sxHat), 0);
+      const dBeta = fastOps.columnSums(dy as tf.Tensor2D);
+      const dGamma = fastOps.columnSums(tf.mul(dy, sxHat) as tf.Tensor2D);
       return [inputGrad(dy, sxHat, dBeta, dGamma, sInvStd)];
     };
     return { value, gradFunc };
@@ -234,9 +234,9 @@ export class BatchNorm extends Module {
     const rows = x.rank === 2 ? (x as unknown as tf.Tensor2D) : (tf.reshape(x, [-1, c]) as tf.Tensor2D);
     const m = rows.shape[0];
     if (m < 2) throw new Error(`BatchNorm: training mode needs more than 1 value per channel, got input [${x.shape}]`);
-    const mean = tf.mean(rows, 0) as tf.Tensor1D;
+    const mean = fastOps.columnMeans(rows);
     const centered = tf.sub(rows, mean) as tf.Tensor2D;
-    const variance = tf.mean(tf.square(centered), 0) as tf.Tensor1D; // biased, used to normalise
+    const variance = fastOps.columnMeans(tf.square(centered) as tf.Tensor2D); // biased, used to normalise
     this.updateRunningStats(mean, variance, m);
     const y = batchNormRows(rows, centered, variance, this.eps, this.weight, this.bias);
     return (x.rank === 2 ? y : tf.reshape(y, x.shape)) as T;
