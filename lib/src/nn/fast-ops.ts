@@ -125,6 +125,15 @@ export function columnSums(x: tf.Tensor2D): tf.Tensor1D {
 // Matrix products
 // ---------------------------------------------------------------------------------------------
 
+/** y [M, C] + b [C], with the bias gradient as `columnSums` (tf.add's sums dy over axis 0 by a transpose on wasm). */
+export function addBias(y: tf.Tensor2D, b: tf.Tensor1D): tf.Tensor2D {
+  return opWithLazyGrads(
+    { y, b },
+    () => tf.add(y, b),
+    (dy) => ({ y: () => dy, b: () => columnSums(dy as tf.Tensor2D) }),
+  ) as tf.Tensor2D;
+}
+
 /**
  * Batched [B,m,k] @ [B,k,n] (optionally with either operand stored transposed, as [B,k,m] /
  * [B,n,k]) as ONE depthwise convolution with the batch as channels: input [1, m, k, B],
@@ -211,7 +220,7 @@ export function dense(x: tf.Tensor, w: tf.Tensor, b?: tf.Tensor): tf.Tensor {
   const inDim = x.shape[x.rank - 1];
   const lead = x.shape.slice(0, -1);
   const y = matMul(tf.reshape(x, [-1, inDim]), w);
-  const yb = b ? tf.add(y, b) : y;
+  const yb = b ? addBias(y as tf.Tensor2D, b as tf.Tensor1D) : y;
   return x.rank === 2 ? yb : tf.reshape(yb, [...lead, w.shape[1] as number]);
 }
 
@@ -406,6 +415,58 @@ export function gelu(x: tf.Tensor): tf.Tensor {
   return geluErf(x);
 }
 
+/**
+ * Training-mode batch normalisation of x [M, C] over rows as ONE op (Ioffe & Szegedy 2015, alg. 1):
+ * xHat = (x - mu) / sqrt(var + eps), y = gamma * xHat + beta, with the batch mean and biased
+ * variance. Its intermediates are freed inside the op (only xHat and 1/sqrt(var + eps) are kept for
+ * the gradient), which halves a ResNet's activation memory against the op-by-op formula.
+ * Backward (alg. 1's): dx = gamma / sqrt(var + eps) * (dy - mean(dy) - xHat * mean(dy * xHat)),
+ * dgamma = sum(dy * xHat), dbeta = sum(dy). Returns y and the batch statistics (for running
+ * averages; they carry no gradient, and the caller must dispose them: they are kept out of tidy).
+ */
+export function batchNormTrain(x: tf.Tensor2D, gamma: tf.Tensor1D | null, beta: tf.Tensor1D | null, eps: number): { y: tf.Tensor2D; mean: tf.Tensor1D; variance: tf.Tensor1D } {
+  assertRank("batchNormTrain", "x", x, 2);
+  const m = x.shape[0];
+  let mean: tf.Tensor1D | null = null;
+  let variance: tf.Tensor1D | null = null;
+  const inputs: Record<string, tf.Tensor> = gamma && beta ? { x, gamma, beta } : { x };
+  const y = opWithLazyGrads(
+    inputs,
+    (save) => {
+      const [value, xHat, invStd, mu, v] = tf.tidy(() => {
+        const mu = columnMeans(x);
+        const centered = tf.sub(x, mu);
+        const v = columnMeans(tf.square(centered) as tf.Tensor2D);
+        const invStd = tf.rsqrt(tf.add(v, eps));
+        const xHat = tf.mul(centered, invStd);
+        const value = gamma && beta ? tf.add(tf.mul(xHat, gamma), beta) : xHat;
+        return [value, xHat, invStd, mu, v];
+      });
+      save(gamma ? [xHat, invStd, gamma] : [xHat, invStd]); // the engine keeps its own references
+      if (xHat !== value) xHat.dispose();
+      invStd.dispose();
+      // The engine runs forward functions in a tidy: the statistics escape by tf.keep (the caller disposes them).
+      mean = tf.keep(mu) as tf.Tensor1D;
+      variance = tf.keep(v) as tf.Tensor1D;
+      return value;
+    },
+    (dy, [xHat, invStd, g]) => {
+      // Each gradient runs in its own engine tidy, so the column sums are not shared (they are cheap).
+      const dBeta = () => columnSums(dy as tf.Tensor2D);
+      const dGamma = () => columnSums(tf.mul(dy, xHat) as tf.Tensor2D);
+      return {
+        x: () => {
+          const scale = g ? tf.mul(g, invStd) : invStd;
+          return tf.mul(tf.sub(tf.sub(dy, tf.div(dBeta(), m)), tf.mul(xHat, tf.div(dGamma(), m))), scale);
+        },
+        gamma: dGamma,
+        beta: dBeta,
+      };
+    },
+  ) as tf.Tensor2D;
+  return { y, mean: mean as unknown as tf.Tensor1D, variance: variance as unknown as tf.Tensor1D };
+}
+
 const layerNormCache = new Map<number, (x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor) => tf.Tensor>();
 
 function layerNormLastAxis(eps: number): (x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor) => tf.Tensor {
@@ -424,8 +485,9 @@ function layerNormLastAxis(eps: number): (x: tf.Tensor, gamma: tf.Tensor, beta: 
       const [sxHat, sInvStd, sGamma] = saved;
       const ax = dy.rank - 1;
       const lead = Array.from({ length: ax }, (_, i) => i);
-      const dBeta = tf.sum(dy, lead);
-      const dGamma = tf.sum(tf.mul(dy, sxHat), lead);
+      const d = dy.shape[ax];
+      const dBeta = lead.length === 0 ? dy : columnSums(tf.reshape(dy, [-1, d]) as tf.Tensor2D);
+      const dGamma = lead.length === 0 ? tf.mul(dy, sxHat) : columnSums(tf.reshape(tf.mul(dy, sxHat), [-1, d]) as tf.Tensor2D);
       // dx = invStd * (g - mean(g) - xHat * mean(g * xHat)), g = dy * gamma  (Ba et al. 2016).
       const g = tf.mul(dy, sGamma);
       const dx = tf.mul(sInvStd, tf.sub(tf.sub(g, tf.mean(g, ax, true)), tf.mul(sxHat, tf.mean(tf.mul(g, sxHat), ax, true))));

@@ -11,9 +11,6 @@ import { Module } from "./module";
 import * as fastOps from "./fast-ops";
 import { initConvKaimingFanOut, initOnes, initTorchDefault, initTruncNormal, initXavierUniform, initZeros } from "./init";
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-type AnyCustomGradFn = any;
-
 function assertPositiveInt(layer: string, what: string, v: number): void {
   if (!Number.isInteger(v) || v < 1) throw new Error(`${layer}: ${what} must be a positive integer, got ${v}`);
 }
@@ -142,53 +139,6 @@ export interface BatchNormOptions {
 }
 
 /**
- * Training-mode batch normalisation of x [M, C] over rows, as one custom gradient
- * (Ioffe & Szegedy 2015, alg. 1 and its backward pass): with xHat = (x - mu) / sqrt(var + eps),
- * dx = gamma / sqrt(var + eps) * (dy - mean(dy) - xHat * mean(dy * xHat)).
- * `centered` (= x - mu) and `variance` come from the caller, which also uses them for the running
- * statistics; they are closed over, not op inputs, so the whole gradient to x is this dx.
- */
-function batchNormRows(x: tf.Tensor2D, centered: tf.Tensor2D, variance: tf.Tensor1D, eps: number, gamma: tf.Tensor | null, beta: tf.Tensor | null): tf.Tensor2D {
-  const m = x.shape[0];
-  const normalise = (save: (ts: tf.Tensor[]) => void) => {
-    const invStd = tf.rsqrt(tf.add(variance, eps));
-    const xHat = tf.mul(centered, invStd);
-    save([xHat, invStd]);
-    return xHat;
-  };
-  // dx = scale * (dy - sum(dy)/M - xHat * sum(dy * xHat)/M), scale = gamma * invStd (or invStd).
-  const inputGrad = (dy: tf.Tensor, xHat: tf.Tensor, dBeta: tf.Tensor, dGamma: tf.Tensor, scale: tf.Tensor) =>
-    tf.mul(tf.sub(tf.sub(dy, tf.div(dBeta, m)), tf.mul(xHat, tf.div(dGamma, m))), scale);
-  if (gamma && beta) {
-    const op = tf.customGrad(((_x: tf.Tensor2D, g: tf.Tensor, b: tf.Tensor, save: tf.GradSaveFunc) => {
-      let saved: tf.Tensor[] = [];
-      const xHat = normalise((ts) => (saved = ts));
-      save([...saved, g]);
-      const value = tf.add(tf.mul(xHat, g), b);
-      const gradFunc = (dy: tf.Tensor, s: tf.Tensor[]) => {
-        const [sxHat, sInvStd, sGamma] = s;
-        const dBeta = fastOps.columnSums(dy as tf.Tensor2D);
-        const dGamma = fastOps.columnSums(tf.mul(dy, sxHat) as tf.Tensor2D);
-        return [inputGrad(dy, sxHat, dBeta, dGamma, tf.mul(sGamma, sInvStd)), dGamma, dBeta];
-      };
-      return { value, gradFunc };
-    }) as AnyCustomGradFn);
-    return op(x, gamma, beta) as tf.Tensor2D;
-  }
-  const op = tf.customGrad(((_x: tf.Tensor2D, save: tf.GradSaveFunc) => {
-    const value = normalise(save);
-    const gradFunc = (dy: tf.Tensor, s: tf.Tensor[]) => {
-      const [sxHat, sInvStd] = s;
-      const dBeta = fastOps.columnSums(dy as tf.Tensor2D);
-      const dGamma = fastOps.columnSums(tf.mul(dy, sxHat) as tf.Tensor2D);
-      return [inputGrad(dy, sxHat, dBeta, dGamma, sInvStd)];
-    };
-    return { value, gradFunc };
-  }) as AnyCustomGradFn);
-  return op(x) as tf.Tensor2D;
-}
-
-/**
  * Batch normalisation over the last (channel) axis of [N, C] or [N, H, W, C] inputs
  * (BatchNorm1d / BatchNorm2d). Training mode: normalises with the batch's mean and biased
  * variance and updates the running buffers with the unbiased variance, as PyTorch does.
@@ -234,11 +184,9 @@ export class BatchNorm extends Module {
     const rows = x.rank === 2 ? (x as unknown as tf.Tensor2D) : (tf.reshape(x, [-1, c]) as tf.Tensor2D);
     const m = rows.shape[0];
     if (m < 2) throw new Error(`BatchNorm: training mode needs more than 1 value per channel, got input [${x.shape}]`);
-    const mean = fastOps.columnMeans(rows);
-    const centered = tf.sub(rows, mean) as tf.Tensor2D;
-    const variance = fastOps.columnMeans(tf.square(centered) as tf.Tensor2D); // biased, used to normalise
-    this.updateRunningStats(mean, variance, m);
-    const y = batchNormRows(rows, centered, variance, this.eps, this.weight, this.bias);
+    const { y, mean, variance } = fastOps.batchNormTrain(rows, this.weight as tf.Tensor1D | null, this.bias as tf.Tensor1D | null, this.eps);
+    this.updateRunningStats(mean, variance, m); // variance: biased (normalises); running: unbiased
+    tf.dispose([mean, variance]);
     return (x.rank === 2 ? y : tf.reshape(y, x.shape)) as T;
   }
 
