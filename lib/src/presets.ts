@@ -69,8 +69,8 @@ const BASE: Omit<RunConfig, "method" | "preset"> = {
 };
 
 const PRESETS: Record<PresetName, Overrides> = {
-  // CI, <= 2 minutes end to end here: 1,024 images, one epoch at batch 64 (16 steps, ~70 s at
-  // ~15 img/s), evaluation on 2k labelled train / 1k test images.
+  // CI, <= 2 minutes end to end here: 1,024 images, one epoch at batch 64 (16 steps, ~40 s at
+  // ~26 img/s), evaluation on 2k labelled train / 1k test images.
   smoke: {
     epochs: 1,
     batchSize: 64,
@@ -84,10 +84,11 @@ const PRESETS: Record<PresetName, Overrides> = {
   },
   // The README's main job, sized for <= 30 min on this 2-core machine (wasm backend): the
   // PyTorch reference recipe (tau 0.2, AdamW 1e-3 with cosine decay, crop 0.3-1 + flip +
-  // brightness/contrast, projection 512 -> 128) at batch 128 (batch 256 with two views of
-  // resnet-small needs > 4 GB of wasm32 heap), 2 epochs over 18,432 images = 288 steps, 36,864
-  // images seen (~22 min at the measured ~28 img/s), then k-NN and linear probe on 10k labelled
-  // train images and the full 10k test split (~3-5 min for the three encoders).
+  // brightness/contrast, projection 512 -> 128) at batch 128 (batch 256 fits in the wasm heap
+  // since BatchNorm frees its intermediates, 3 GB peak RSS, but is no faster per image), 2 epochs
+  // over 18,432 images = 288 steps, 36,864 images seen (23.7 min measured at ~26 img/s, 26.4 min
+  // end to end), then k-NN and linear probe on 10k labelled train images and the full 10k test
+  // split (~3 min for the three encoders).
   quick: {
     epochs: 2,
     batchSize: 128,
