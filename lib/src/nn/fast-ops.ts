@@ -125,12 +125,14 @@ export function columnSums(x: tf.Tensor2D): tf.Tensor1D {
 // Matrix products
 // ---------------------------------------------------------------------------------------------
 
-/** y [M, C] + b [C], with the bias gradient as `columnSums` (tf.add's sums dy over axis 0 by a transpose on wasm). */
-export function addBias(y: tf.Tensor2D, b: tf.Tensor1D): tf.Tensor2D {
+/** y [M, C] + b (C values), with the bias gradient as `columnSums` (tf.add's sums dy over axis 0 by a transpose on wasm). */
+export function addBias(y: tf.Tensor2D, b: tf.Tensor): tf.Tensor2D {
+  if (b.size !== y.shape[1]) throw new Error(`addBias: bias [${b.shape}] does not match ${y.shape[1]} columns`);
+  const bShape = b.shape;
   return opWithLazyGrads(
     { y, b },
-    () => tf.add(y, b),
-    (dy) => ({ y: () => dy, b: () => columnSums(dy as tf.Tensor2D) }),
+    () => tf.add(y, tf.reshape(b, [y.shape[1]])),
+    (dy) => ({ y: () => dy, b: () => tf.reshape(columnSums(dy as tf.Tensor2D), bShape) }),
   ) as tf.Tensor2D;
 }
 
@@ -220,7 +222,7 @@ export function dense(x: tf.Tensor, w: tf.Tensor, b?: tf.Tensor): tf.Tensor {
   const inDim = x.shape[x.rank - 1];
   const lead = x.shape.slice(0, -1);
   const y = matMul(tf.reshape(x, [-1, inDim]), w);
-  const yb = b ? addBias(y as tf.Tensor2D, b as tf.Tensor1D) : y;
+  const yb = b ? addBias(y as tf.Tensor2D, b) : y;
   return x.rank === 2 ? yb : tf.reshape(yb, [...lead, w.shape[1] as number]);
 }
 
@@ -484,10 +486,10 @@ function layerNormLastAxis(eps: number): (x: tf.Tensor, gamma: tf.Tensor, beta: 
     const gradFunc = (dy: tf.Tensor, saved: tf.Tensor[]) => {
       const [sxHat, sInvStd, sGamma] = saved;
       const ax = dy.rank - 1;
-      const lead = Array.from({ length: ax }, (_, i) => i);
-      const d = dy.shape[ax];
-      const dBeta = lead.length === 0 ? dy : columnSums(tf.reshape(dy, [-1, d]) as tf.Tensor2D);
-      const dGamma = lead.length === 0 ? tf.mul(dy, sxHat) : columnSums(tf.reshape(tf.mul(dy, sxHat), [-1, d]) as tf.Tensor2D);
+      // Sums over every leading axis, as column sums of [rows, D].
+      const sumRows = (t: tf.Tensor) => (ax === 0 ? t : columnSums(tf.reshape(t, [-1, dy.shape[ax]]) as tf.Tensor2D));
+      const dBeta = sumRows(dy);
+      const dGamma = sumRows(tf.mul(dy, sxHat));
       // dx = invStd * (g - mean(g) - xHat * mean(g * xHat)), g = dy * gamma  (Ba et al. 2016).
       const g = tf.mul(dy, sGamma);
       const dx = tf.mul(sInvStd, tf.sub(tf.sub(g, tf.mean(g, ax, true)), tf.mul(sxHat, tf.mean(tf.mul(g, sxHat), ax, true))));
