@@ -230,6 +230,7 @@ const fastOpCases: OpCase[] = [
   { name: "fastOps.broadcastTo leading + unit axes", inputs: [{ shape: [1, 1, 4] }], f: (x) => fastOps.broadcastTo(x, [3, 5, 4]) },
   { name: "fastOps.broadcastTo new axis", inputs: [{ shape: [2, 1, 4] }], f: (x) => fastOps.broadcastTo(x, [3, 2, 5, 4]) },
   { name: "fastOps.matMul batched, long batch", inputs: [{ shape: [17, 3, 5] }, { shape: [17, 5, 2] }], f: (a, b) => fastOps.matMul(a, b) },
+  { name: "fastOps.gelu wide range (tails of exp(-x^2/2))", inputs: [{ shape: [17], values: [-9, -6, -4, -3, -2, -1, -0.5, -0.1, 0, 0.1, 0.5, 1, 2, 3, 4, 6, 9] }], f: (x) => fastOps.gelu(x) },
   { name: "fastOps.gelu", inputs: [{ shape: [5, 9] }], f: (x) => fastOps.gelu(x) },
   { name: "fastOps.layerNormOp", inputs: [{ shape: [3, 5, 8] }, { shape: [8] }, { shape: [8] }], f: (x, g, b) => fastOps.layerNormOp(x, g, b, 1e-5) },
   { name: "fastOps.l2Normalize", inputs: [{ shape: [5, 9] }], f: (x) => fastOps.l2Normalize(x, -1) },
