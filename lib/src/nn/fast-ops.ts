@@ -438,7 +438,6 @@ export function gelu(x: tf.Tensor): tf.Tensor {
  */
 export function batchNormTrain(x: tf.Tensor2D, gamma: tf.Tensor1D | null, beta: tf.Tensor1D | null, eps: number): { y: tf.Tensor2D; mean: tf.Tensor1D; variance: tf.Tensor1D } {
   assertRank("batchNormTrain", "x", x, 2);
-  const m = x.shape[0];
   let mean: tf.Tensor1D | null = null;
   let variance: tf.Tensor1D | null = null;
   const inputs: Record<string, tf.Tensor> = gamma && beta ? { x, gamma, beta } : { x };
@@ -463,16 +462,15 @@ export function batchNormTrain(x: tf.Tensor2D, gamma: tf.Tensor1D | null, beta: 
       return value;
     },
     (dy, [xHat, invStd, g]) => {
-      // Each gradient runs in its own engine tidy, so the column sums are not shared (they are cheap).
-      const dBeta = () => columnSums(dy as tf.Tensor2D);
-      const dGamma = () => columnSums(tf.mul(dy, xHat) as tf.Tensor2D);
+      // Each gradient runs in its own engine tidy, so the column reductions are not shared (they are cheap).
+      const dyXHat = () => tf.mul(dy, xHat) as tf.Tensor2D;
       return {
         x: () => {
           const scale = g ? tf.mul(g, invStd) : invStd;
-          return tf.mul(tf.sub(tf.sub(dy, tf.div(dBeta(), m)), tf.mul(xHat, tf.div(dGamma(), m))), scale);
+          return tf.mul(tf.sub(tf.sub(dy, columnMeans(dy as tf.Tensor2D)), tf.mul(xHat, columnMeans(dyXHat()))), scale);
         },
-        gamma: dGamma,
-        beta: dBeta,
+        gamma: () => columnSums(dyXHat()),
+        beta: () => columnSums(dy as tf.Tensor2D),
       };
     },
   ) as tf.Tensor2D;
