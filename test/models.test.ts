@@ -296,6 +296,14 @@ test("MultiHeadSelfAttention: == per-head reference, wasm == cpu, attention map 
   assert.deepEqual(a.shape, [2, 3, 5, 5]);
   const rowSums = await tf.tidy(() => tf.sum(a, 3)).data<"float32">();
   assert.ok(rowSums.every((s) => Math.abs(s - 1) < 1e-5), "attention rows sum to 1");
+  // The recorded map is softmax(q k^T / sqrt(d_h)) of each image and head.
+  const refMap = tf.tidy(() => {
+    const qkv = tf.add(tf.matMul(tf.reshape(x, [10, 12]), m.qkv.weight), m.qkv.bias!);
+    const perHead = (part: number) => tf.transpose(tf.reshape(tf.slice(qkv, [0, part * 12], [10, 12]), [2, 5, 3, 4]), [0, 2, 1, 3]);
+    return tf.softmax(tf.div(tf.matMul(perHead(0), perHead(1), false, true), 2));
+  });
+  assert.ok(relError(await a.data(), await refMap.data()) <= 1e-5, "recorded attention map differs from softmax(q k^T / sqrt(d_h))");
+  refMap.dispose();
   assert.throws(() => m.forward(tf.zeros([2, 5, 8]) as tf.Tensor3D), /expected input \[N, L, 12\]/);
   assert.throws(() => new MultiHeadSelfAttention(10, 3, { rng: new Rng(1) }), /not divisible/);
   m.dispose();
