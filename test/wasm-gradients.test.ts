@@ -222,7 +222,9 @@ const fastOpCases: OpCase[] = [
   { name: "fastOps.conv2d s1 same", inputs: [{ shape: [3, 9, 9, 4] }, { shape: [3, 3, 4, 6] }], f: fconv(1, "same") },
   { name: "fastOps.conv2d s2 same odd", inputs: [{ shape: [5, 9, 7, 3] }, { shape: [3, 3, 3, 5] }], f: fconv(2, "same") },
   { name: "fastOps.conv2d s2 valid", inputs: [{ shape: [3, 8, 8, 3] }, { shape: [3, 3, 3, 4] }], f: fconv(2, "valid") },
+  // b's gradient A^T dY takes two routes on wasm: (dY^T A)^T when dY is wider than A, A^T dY otherwise.
   { name: "fastOps.matMul", inputs: [{ shape: [6, 5] }, { shape: [5, 7] }], f: (a, b) => fastOps.matMul(a, b) },
+  { name: "fastOps.matMul, output narrower than input", inputs: [{ shape: [6, 7] }, { shape: [7, 5] }], f: (a, b) => fastOps.matMul(a, b) },
   { name: "fastOps.matMul batched", inputs: [{ shape: [3, 4, 5] }, { shape: [3, 5, 6] }], f: (a, b) => fastOps.matMul(a, b) },
   { name: "fastOps.matMul rank3 x rank2", inputs: [{ shape: [3, 4, 5] }, { shape: [5, 6] }], f: (a, b) => fastOps.matMul(a, b) },
   { name: "fastOps.batchMatMul rank 4", inputs: [{ shape: [3, 2, 4, 5] }, { shape: [3, 2, 5, 6] }], f: (a, b) => fastOps.batchMatMul(a, b) },
