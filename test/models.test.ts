@@ -419,7 +419,7 @@ test("vitTiny (batch 3, 28x28x1): wasm == cpu forward and all parameter gradient
 test("ViT.forwardTokens with keep (MAE masking): wasm == cpu gradients through the gather", async () => {
   // Image 12x12, patch 4 -> 9 patches; keep 4 per image (different per image).
   const keep = new Int32Array([0, 4, 8, 2, 7, 1, 3, 5]);
-  const build = () => new ViT({ imageSize: 12, inChannels: 2, patchSize: 4, dim: 16, depth: 2, heads: 2, mlpRatio: 2, seed: 9 });
+  const build = () => new ViT({ imageSize: 12, inChannels: 2, patchSize: 4, dim: 16, depth: 2, heads: 2, mlpRatio: 2, seed: 9, posEmbed: "learnable" });
   const r = await assertWasmMatchesCpu(
     "ViT keep",
     build,

@@ -250,6 +250,7 @@ const fastOpCases: OpCase[] = [
     },
   },
   { name: "fastOps.takeRows", inputs: [{ shape: [3, 7, 5] }, { shape: [3, 4], intMax: 7 }], f: (x, i) => fastOps.takeRows(x as tf.Tensor3D, i as tf.Tensor2D) },
+  { name: "fastOps.takeTableRows", inputs: [{ shape: [7, 5] }, { shape: [3, 4], intMax: 7 }], f: (t, i) => fastOps.takeTableRows(t as tf.Tensor2D, i as tf.Tensor2D, 3) },
   // BatchNorm statistics (an [M, 1] average pool on wasm), small and large M.
   { name: "fastOps.columnMeans", inputs: [{ shape: [7, 5] }], f: (x) => fastOps.columnMeans(x as tf.Tensor2D), forwardOnly: true },
   { name: "fastOps.columnMeans large", inputs: [{ shape: [70000, 3], dist: "positive" }], f: (x) => fastOps.columnMeans(x as tf.Tensor2D), forwardOnly: true },
@@ -368,6 +369,15 @@ test("hand-checked values: gelu (erf form), patchify layout, takeRows, l2Normali
   assert.deepEqual(fastOps.takeRowsOneHot(seq, tf.tensor2d(idx, [3, 2], "int32")).dataSync(), rows.dataSync());
   assert.deepEqual(fastOps.takeRows(seq, Int32Array.from(idx)).dataSync(), rows.dataSync());
   assert.throws(() => fastOps.takeRows(seq, Int32Array.from([0, 5, 0, 0, 0, 0])), /outside \[0, 5\)/);
+  // takeTableRows picks table[idx[n,k]] from one table shared by all images; its gradient sums repeated rows.
+  const table = tf.tensor2d([[0, 1], [2, 3], [4, 5]]);
+  const shared = fastOps.takeTableRows(table, Int32Array.from([2, 0, 1, 1]), 2);
+  assert.deepEqual(shared.shape, [2, 2, 2]);
+  assert.deepEqual(Array.from(shared.dataSync()), [4, 5, 0, 1, 2, 3, 2, 3]);
+  assert.deepEqual(fastOps.takeTableRows(table, tf.tensor2d([2, 0, 1, 1], [2, 2], "int32"), 2).dataSync(), shared.dataSync());
+  const dTable = tf.grad((t: tf.Tensor) => tf.sum(fastOps.takeTableRows(t as tf.Tensor2D, Int32Array.from([2, 0, 1, 1]), 2)))(table);
+  assert.deepEqual(Array.from(dTable.dataSync()), [1, 1, 2, 2, 1, 1]);
+  assert.throws(() => fastOps.takeTableRows(table, Int32Array.from([0, 3, 0, 0]), 2), /takeTableRows: index 3 at 1 outside \[0, 3\)/);
 
   // l2Normalize: unit rows; a zero row stays zero with a finite gradient.
   const z = tf.tensor2d([[3, 4], [0, 0]]);

@@ -221,13 +221,37 @@ export function batchMatMul(a: tf.Tensor, b: tf.Tensor): tf.Tensor {
   return tf.reshape(y, [...lead, m, n]);
 }
 
+/**
+ * a [m,k] @ b [k,n] + bias (n values) as one fused kernel (XNNPACK adds the bias as it writes the
+ * output, saving an Add per layer), with matMulWithPlainGrads' gradients and the bias's column sums.
+ */
+function matMulBiasWithPlainGrads(a: tf.Tensor2D, b: tf.Tensor2D, bias: tf.Tensor): tf.Tensor2D {
+  const n = b.shape[1];
+  if (bias.size !== n) throw new Error(`dense: bias [${bias.shape}] does not match ${n} output columns`);
+  const biasShape = bias.shape;
+  return opWithLazyGrads(
+    { a, b, bias },
+    (save) => {
+      save([a, b]);
+      return tf.fused.matMul({ a, b, bias: tf.reshape(bias, [n]) });
+    },
+    (dy, [sa, sb]) => ({
+      a: () => matMulKernel(dy, sb, false, true),
+      b: () => matMulKernel(sa, dy, true, false),
+      bias: () => tf.reshape(columnSums(dy as tf.Tensor2D), biasShape),
+    }),
+  ) as tf.Tensor2D;
+}
+
 /** Affine map on the last axis: x [..., in] @ w [in, out] + b [out], any leading rank. */
 export function dense(x: tf.Tensor, w: tf.Tensor, b?: tf.Tensor): tf.Tensor {
+  if (x.rank < 2 || w.rank !== 2) throw new Error(`dense: expected x [..., in] and w [in, out], got [${x.shape}] and [${w.shape}]`);
   const inDim = x.shape[x.rank - 1];
+  if (inDim !== w.shape[0]) throw new Error(`dense: inner dimensions differ: [${x.shape}] x [${w.shape}]`);
   const lead = x.shape.slice(0, -1);
-  const y = matMul(tf.reshape(x, [-1, inDim]), w);
-  const yb = b ? addBias(y as tf.Tensor2D, b) : y;
-  return x.rank === 2 ? yb : tf.reshape(yb, [...lead, w.shape[1] as number]);
+  const x2 = tf.reshape(x, [-1, inDim]) as tf.Tensor2D;
+  const y = b ? matMulBiasWithPlainGrads(x2, w as tf.Tensor2D, b) : matMul(x2, w);
+  return x.rank === 2 ? y : tf.reshape(y, [...lead, w.shape[1] as number]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -403,13 +427,14 @@ const SQRT1_2 = Math.SQRT1_2;
 const INV_SQRT_2PI = 1 / Math.sqrt(2 * Math.PI);
 
 /**
- * exp(-z) for z >= 0. On wasm, as sigmoid(-z) / sigmoid(z): XNNPACK's vectorised sigmoid makes that
- * 3x faster than wasm's scalar Exp loop (17 ms for 852k values), to float precision (both factors
- * are accurate in relative terms and sigmoid(z) >= 1/2).
+ * exp(u) for u <= 0. On wasm, as s / (1 - s) with s = sigmoid(u): XNNPACK's vectorised sigmoid
+ * makes that 3x faster than wasm's scalar Exp loop (17 ms for 852k values), to float precision
+ * (s is accurate in relative terms and 1 - s >= 1/2).
  */
-function expNeg(z: tf.Tensor): tf.Tensor {
-  if (tf.getBackend() !== "wasm") return tf.exp(tf.neg(z));
-  return tf.div(tf.sigmoid(tf.neg(z)), tf.sigmoid(z));
+function expNonPositive(u: tf.Tensor): tf.Tensor {
+  if (tf.getBackend() !== "wasm") return tf.exp(u);
+  const s = tf.sigmoid(u);
+  return tf.div(s, tf.sub(1, s));
 }
 
 const geluErf = tf.customGrad(((x: tf.Tensor, save: tf.GradSaveFunc) => {
@@ -420,7 +445,7 @@ const geluErf = tf.customGrad(((x: tf.Tensor, save: tf.GradSaveFunc) => {
   const gradFunc = (dy: tf.Tensor, saved: tf.Tensor[]) => {
     const [sx, cdfS] = saved;
     // d/dx = Phi(x) + x phi(x), phi(x) = exp(-x^2/2) / sqrt(2 pi).
-    const phi = tf.mul(INV_SQRT_2PI, expNeg(tf.mul(0.5, tf.square(sx))));
+    const phi = tf.mul(INV_SQRT_2PI, expNonPositive(tf.mul(-0.5, tf.square(sx))));
     return [tf.mul(dy, tf.add(cdfS, tf.mul(sx, phi)))];
   };
   return { value, gradFunc };
@@ -593,21 +618,22 @@ export function unpatchify(patches: tf.Tensor3D, p: number, grid?: [number, numb
   });
 }
 
-/** Flat row indices idx[n,k] + n*L as an int32 tensor [N*K]. */
-function flatRowIndices(idx: tf.Tensor2D | Int32Array, n: number, l: number): tf.Tensor1D {
+/** Flat row indices as an int32 tensor [N*K]: idx[n,k] + n*L (`perImage`, rows of [N*L, D]) or idx[n,k] (rows of one [L, D] table). */
+function flatRowIndices(owner: string, idx: tf.Tensor2D | Int32Array, n: number, l: number, perImage: boolean): tf.Tensor1D {
   if (idx instanceof tf.Tensor) {
-    if (idx.rank !== 2 || idx.shape[0] !== n) throw new Error(`takeRows: idx must be [${n}, K], got [${idx.shape}]`);
-    if (idx.dtype !== "int32") throw new Error(`takeRows: idx must be int32, got ${idx.dtype}`);
+    if (idx.rank !== 2 || idx.shape[0] !== n) throw new Error(`${owner}: idx must be [${n}, K], got [${idx.shape}]`);
+    if (idx.dtype !== "int32") throw new Error(`${owner}: idx must be int32, got ${idx.dtype}`);
     const k = idx.shape[1];
+    if (!perImage) return tf.reshape(idx, [n * k]);
     return tf.tidy(() => tf.reshape(tf.add(idx, tf.reshape(tf.mul(tf.range(0, n, 1, "int32"), tf.scalar(l, "int32")), [n, 1])), [n * k]) as tf.Tensor1D);
   }
-  if (idx.length % n !== 0) throw new Error(`takeRows: ${idx.length} indices are not N=${n} rows`);
+  if (idx.length % n !== 0) throw new Error(`${owner}: ${idx.length} indices are not N=${n} rows`);
   const k = idx.length / n;
   const flat = new Int32Array(idx.length);
   for (let i = 0; i < idx.length; i++) {
     const v = idx[i];
-    if (!(v >= 0 && v < l)) throw new Error(`takeRows: index ${v} at ${i} outside [0, ${l})`);
-    flat[i] = v + Math.floor(i / k) * l;
+    if (!(v >= 0 && v < l)) throw new Error(`${owner}: index ${v} at ${i} outside [0, ${l})`);
+    flat[i] = perImage ? v + Math.floor(i / k) * l : v;
   }
   return tf.tensor1d(flat, "int32");
 }
@@ -621,9 +647,23 @@ export function takeRows(x: tf.Tensor3D, idx: tf.Tensor2D | Int32Array): tf.Tens
   assertRank("takeRows", "x", x, 3);
   const [n, l, d] = x.shape;
   return tf.tidy(() => {
-    const flat = flatRowIndices(idx, n, l);
+    const flat = flatRowIndices("takeRows", idx, n, l, true);
     const rows = tf.gather(tf.reshape(x, [n * l, d]), flat);
     return tf.reshape(rows, [n, flat.shape[0] / n, d]);
+  });
+}
+
+/**
+ * Rows of one table shared by N images: table [L,D], idx [N,K] (int32 tensor, or an Int32Array of
+ * N*K values) -> [N,K,D] with out[n,k] = table[idx[n,k]] (e.g. the position embeddings of each
+ * image's kept patches). Its gradient sums into the table's rows (UnsortedSegmentSum).
+ */
+export function takeTableRows(table: tf.Tensor2D, idx: tf.Tensor2D | Int32Array, n: number): tf.Tensor3D {
+  assertRank("takeTableRows", "table", table, 2);
+  const [l, d] = table.shape;
+  return tf.tidy(() => {
+    const flat = flatRowIndices("takeTableRows", idx, n, l, false);
+    return tf.reshape(tf.gather(table, flat), [n, flat.shape[0] / n, d]);
   });
 }
 

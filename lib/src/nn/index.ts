@@ -9,13 +9,13 @@ export * from "./heads";
 
 import { Rng } from "../random";
 import { Backbone } from "./backbone";
-import { resnet18, resnetSmall } from "./resnet";
+import { resnet18, resnetSmall, resnetTiny } from "./resnet";
 import { vitSmall16, vitTiny } from "./vit";
 
 /** Names accepted by `createBackbone`. */
-export type BackboneName = "resnet-small" | "resnet18" | "vit-tiny" | "vit-s16";
+export type BackboneName = "resnet-tiny" | "resnet-small" | "resnet18" | "vit-tiny" | "vit-s16";
 
-export const backboneNames: readonly BackboneName[] = ["resnet-small", "resnet18", "vit-tiny", "vit-s16"];
+export const backboneNames: readonly BackboneName[] = ["resnet-tiny", "resnet-small", "resnet18", "vit-tiny", "vit-s16"];
 
 export interface CreateBackboneOptions {
   /** Input [height, width, channels]. */
@@ -33,6 +33,8 @@ export function createBackbone(name: BackboneName, opts: CreateBackboneOptions):
   const [h, w, c] = shape;
   const rng = opts.rng ?? new Rng(opts.seed ?? 0);
   switch (name) {
+    case "resnet-tiny":
+      return resnetTiny({ inChannels: c, rng });
     case "resnet-small":
       return resnetSmall({ inChannels: c, rng });
     case "resnet18":

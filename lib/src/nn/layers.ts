@@ -122,7 +122,8 @@ export class Conv2d extends Module {
       throw new Error(`Conv2d: expected input [N, H, W, ${this.inChannels}], got [${x.shape}]`);
     }
     const y = fastOps.conv2d(x, this.weight as tf.Tensor4D, this.stride, this.padding);
-    return this.bias ? tf.add(y, this.bias) : y;
+    if (!this.bias) return y;
+    return tf.reshape(fastOps.addBias(tf.reshape(y, [-1, this.outChannels]) as tf.Tensor2D, this.bias), y.shape) as tf.Tensor4D;
   }
 }
 

@@ -113,3 +113,8 @@ export function resnet18(opts: Omit<ResNetOptions, "widths" | "blocks"> = {}): R
 export function resnetSmall(opts: Omit<ResNetOptions, "widths" | "blocks"> = {}): ResNet {
   return new ResNet({ ...opts, widths: [32, 64, 128, 256], blocks: [1, 1, 1, 1] });
 }
+
+/** Quarter-width CPU ResNet: widths 16/32/64/128, one BasicBlock per stage (~0.3M parameters, ~4x fewer multiply-adds than resnet-small). */
+export function resnetTiny(opts: Omit<ResNetOptions, "widths" | "blocks"> = {}): ResNet {
+  return new ResNet({ ...opts, widths: [16, 32, 64, 128], blocks: [1, 1, 1, 1] });
+}

@@ -177,12 +177,18 @@ export class ViT extends Backbone {
     }
   }
 
-  /** Patch tokens with position embeddings, [N, L, D] (before selecting kept patches). */
-  embedPatches(x: tf.Tensor4D): tf.Tensor3D {
+  /**
+   * Patch tokens with position embeddings: all of them [N, L, D], or with `keep` only the kept
+   * patches [N, K, D] (the same values: the embedding is per patch, so selecting the pixels first
+   * spares embedding the dropped ones).
+   */
+  embedPatches(x: tf.Tensor4D, keep?: Int32Array | tf.Tensor2D): tf.Tensor3D {
     this.checkInput(x);
-    const tokens = this.patchEmbed.forward(fastOps.patchify(x, this.patchSize));
+    const pixels = fastOps.patchify(x, this.patchSize);
     const pos = tf.slice(this.posEmbed, [0, 1, 0], [1, this.numPatches, this.dim]);
-    return tf.add(tokens, pos) as tf.Tensor3D;
+    if (keep === undefined) return tf.add(this.patchEmbed.forward(pixels), pos) as tf.Tensor3D;
+    const keptPos = fastOps.takeTableRows(tf.reshape(pos, [this.numPatches, this.dim]), keep, x.shape[0]);
+    return tf.add(this.patchEmbed.forward(fastOps.takeRows(pixels, keep)), keptPos) as tf.Tensor3D;
   }
 
   /** Class token plus its position embedding, broadcast to [N, 1, D]. */
@@ -194,9 +200,7 @@ export class ViT extends Backbone {
   /** Runs the transformer on [cls; patch tokens] ([N, 1+K, D] in), returns the final-normed sequence. */
   private encode(x: tf.Tensor4D, keep?: Int32Array | tf.Tensor2D): tf.Tensor3D {
     const n = x.shape[0];
-    let patches = this.embedPatches(x);
-    if (keep !== undefined) patches = fastOps.takeRows(patches, keep);
-    let h = tf.concat([this.classTokens(n), patches], 1) as tf.Tensor3D;
+    let h = tf.concat([this.classTokens(n), this.embedPatches(x, keep)], 1) as tf.Tensor3D;
     for (const block of this.blocks) h = block.forward(h);
     return this.norm.forward(h);
   }
