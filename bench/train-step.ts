@@ -2,14 +2,14 @@
  * Training-step throughput and peak memory, one JSON line per figure:
  *   (a) simclr-resnet-small: SimCLR step (two simclrTransform views, resnetSmall + projection head,
  *       NT-Xent, AdamW) at batch 128 on 32x32x3 images. Target (not asserted): >= 100 img/s, peak RSS <= 2.5 GB.
- *   (a') simclr-resnet-small-half-width: the same step with widths 16/32/64/128 (context, no target).
+ *   (a') simclr-resnet-tiny: the same step with the half-width resnet-tiny, 16/32/64/128 (context, no target).
  *   (b) mae-vit-tiny: masked-autoencoder step on 28x28x1 (ViT-tiny: patch 4, dim 128, depth 4, 4 heads;
  *       75% of patches masked via ViT.forwardTokens(x, {keep}); a one-block dim-64 decoder; MSE on the
  *       masked patches; AdamW) at batch 128. Target (not asserted): >= 180 img/s.
  * Each figure runs in its own child process, so the peak RSS is that figure's alone.
  * images/s counts source images (not views) per optimisation step.
  *
- *   node --import tsx bench/train-step.ts [simclr|simclr-half|mae] [--steps N] [--profile]
+ *   node --import tsx bench/train-step.ts [simclr|simclr-tiny|mae] [--steps N] [--profile]
  * Timed steps default to 5 (SimCLR) and 10 (MAE), after 2 and 5 warm-up steps.
  * --profile adds one profiled step per figure: kernel time per kernel name and input shapes (stderr);
  * SSLKIT_PROFILE_KERNEL=<name> lists every shape of that kernel.
@@ -20,13 +20,13 @@ import { describeBackend, initBackend } from "../lib/src/backend";
 import { SimCLR } from "../lib/src/methods/simclr";
 import { Module } from "../lib/src/nn/module";
 import { LayerNorm, Linear } from "../lib/src/nn/layers";
-import { ResNet, resnetSmall } from "../lib/src/nn/resnet";
+import { resnetSmall, resnetTiny } from "../lib/src/nn/resnet";
 import { TransformerBlock, get2dSincosPosEmbed, vitTiny } from "../lib/src/nn/vit";
 import * as fastOps from "../lib/src/nn/fast-ops";
 import { Rng } from "../lib/src/random";
 import { AdamW } from "../lib/src/train/optimizers";
 
-const FIGURES = ["simclr", "simclr-half", "mae"] as const;
+const FIGURES = ["simclr", "simclr-tiny", "mae"] as const;
 type Figure = (typeof FIGURES)[number];
 
 function peakRssMB(): number {
@@ -77,13 +77,13 @@ function median(xs: number[]): number {
 }
 
 /**
- * SimCLR step. `half` swaps resnet-small (widths 32/64/128/256) for a half-width twin (16/32/64/128,
+ * SimCLR step. `tiny` swaps resnet-small (widths 32/64/128/256) for resnet-tiny (16/32/64/128,
  * ~1/4 of the FLOPs), for context: at full width the convolutions alone are ~97 GFLOP a step.
  */
-async function simclrFigure(steps: number, half = false): Promise<Record<string, unknown>> {
+async function simclrFigure(steps: number, tiny = false): Promise<Record<string, unknown>> {
   const batch = 128;
   const shape: [number, number, number] = [32, 32, 3];
-  const method = new SimCLR({ backbone: half ? new ResNet({ inChannels: 3, seed: 0, widths: [16, 32, 64, 128], blocks: [1, 1, 1, 1] }) : resnetSmall({ inChannels: 3, seed: 0 }), inputShape: shape, temperature: 0.2, projectionHiddenDim: 512, projectionDim: 128 });
+  const method = new SimCLR({ backbone: (tiny ? resnetTiny : resnetSmall)({ inChannels: 3, seed: 0 }), inputShape: shape, temperature: 0.2, projectionHiddenDim: 512, projectionDim: 128 });
   const opt = new AdamW(method.trainable.parameters(), { lr: 1e-3, weightDecay: 1e-6 });
   const images = tf.randomUniform([batch, ...shape], 0, 1, "float32", 1) as tf.Tensor4D;
   const vars = method.trainable.variables();
@@ -99,7 +99,7 @@ async function simclrFigure(steps: number, half = false): Promise<Record<string,
   if (PROFILE) await printProfile("simclr", step);
   const ms = median(stepMs);
   return {
-    figure: half ? "simclr-resnet-small-half-width" : "simclr-resnet-small",
+    figure: tiny ? "simclr-resnet-tiny" : "simclr-resnet-small",
     batch,
     input: "32x32x3 x 2 views",
     params: method.trainable.numParameters(),
@@ -107,9 +107,9 @@ async function simclrFigure(steps: number, half = false): Promise<Record<string,
     steps,
     stepMsMedian: +ms.toFixed(1),
     imagesPerSec: +((batch * 1000) / ms).toFixed(1),
-    ...(half ? {} : { targetImagesPerSec: 100 }),
+    ...(tiny ? {} : { targetImagesPerSec: 100 }),
     peakRssMB: +peakRssMB().toFixed(0),
-    ...(half ? {} : { targetPeakRssMB: 2560 }),
+    ...(tiny ? {} : { targetPeakRssMB: 2560 }),
     loss: +loss.toFixed(4),
   };
 }
@@ -210,7 +210,7 @@ async function maeFigure(steps: number): Promise<Record<string, unknown>> {
 async function child(figure: Figure, stepsOverride: number | undefined): Promise<void> {
   const info = await initBackend();
   const steps = stepsOverride ?? (figure === "mae" ? 10 : 5); // ~9 s and ~35 s of timed steps
-  const result = figure === "mae" ? await maeFigure(steps) : await simclrFigure(steps, figure === "simclr-half");
+  const result = figure === "mae" ? await maeFigure(steps) : await simclrFigure(steps, figure === "simclr-tiny");
   console.log(JSON.stringify({ bench: "train-step", ...result, backend: describeBackend(info), threads: info.threads }));
 }
 

@@ -22,6 +22,7 @@ import {
   mocoV3ProjectionHead,
   resnet18,
   resnetSmall,
+  resnetTiny,
   simclrProjectionHead,
   vitConfigs,
   vitSmall16,
@@ -336,13 +337,18 @@ function vitParamFormula(p: number, c: number, numPatches: number, d: number, de
   return p * p * c * d + d + d + (learnablePos ? (numPatches + 1) * d : 0) + depth * block + 2 * d;
 }
 
-test("parameter counts: resnetSmall ~1.2M, resnet18 (CIFAR) ~11.2M, ViTs by formula", async () => {
+test("parameter counts: resnetSmall ~1.2M, resnetTiny ~0.3M, resnet18 (CIFAR) ~11.2M, ViTs by formula", async () => {
   await useBackend("wasm");
   const small = resnetSmall();
   assert.equal(small.numParameters(), resnetParamFormula(3, [32, 64, 128, 256], [1, 1, 1, 1]));
   assert.ok(Math.abs(small.numParameters() - 1.2e6) < 0.05e6, `resnetSmall has ${small.numParameters()}`);
   assert.equal(small.outputDim, 256);
   small.dispose();
+  const tiny = resnetTiny();
+  assert.equal(tiny.numParameters(), resnetParamFormula(3, [16, 32, 64, 128], [1, 1, 1, 1]));
+  assert.ok(Math.abs(tiny.numParameters() - 0.3e6) < 0.02e6, `resnetTiny has ${tiny.numParameters()}`);
+  assert.equal(tiny.outputDim, 128);
+  tiny.dispose();
   const r18 = resnet18();
   assert.equal(r18.numParameters(), 11_168_832); // torchvision resnet18 without fc, 3x3 stem
   assert.equal(r18.numParameters(), resnetParamFormula(3, [64, 128, 256, 512], [2, 2, 2, 2]));
@@ -369,7 +375,7 @@ test("parameter counts: resnetSmall ~1.2M, resnet18 (CIFAR) ~11.2M, ViTs by form
 test("createBackbone: names, shapes and errors", async () => {
   await useBackend("wasm");
   const x32 = tf.tensor4d(randomArray(2 * 32 * 32 * 3, 5, 0, 1), [2, 32, 32, 3]);
-  for (const [name, dim] of [["resnet-small", 256], ["vit-tiny", 128], ["vit-s16", 384]] as const) {
+  for (const [name, dim] of [["resnet-tiny", 128], ["resnet-small", 256], ["vit-tiny", 128], ["vit-s16", 384]] as const) {
     const b = createBackbone(name, { inputShape: [32, 32, 3], seed: 1 });
     b.eval();
     const y = b.forward(x32);
