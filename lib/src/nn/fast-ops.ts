@@ -170,18 +170,24 @@ function matMulKernel(a: tf.Tensor, b: tf.Tensor, transposeA: boolean, transpose
 
 /**
  * a @ b for [m,k]x[k,n] or [B,m,k]x[B,k,n], with a gradient of plain products:
- * dA = dY @ B^T, dB = A^T @ dY (each computed only if needed).
+ * dA = dY @ B^T, dB = A^T @ dY (each computed only if needed). With a bias (n values, 2-D only)
+ * the product and the bias are one fused kernel (XNNPACK adds it as it writes the output, saving
+ * an Add per layer) and dBias = column sums of dY.
  */
-function matMulWithPlainGrads(a: tf.Tensor, b: tf.Tensor): tf.Tensor {
+function matMulWithPlainGrads(a: tf.Tensor, b: tf.Tensor, bias?: tf.Tensor): tf.Tensor {
+  const n = b.shape[b.rank - 1];
+  if (bias && bias.size !== n) throw new Error(`dense: bias [${bias.shape}] does not match ${n} output columns`);
   return opWithLazyGrads(
-    { a, b },
+    bias ? { a, b, bias } : { a, b },
     (save) => {
       save([a, b]);
+      if (bias) return tf.fused.matMul({ a: a as tf.Tensor2D, b: b as tf.Tensor2D, bias: tf.reshape(bias, [n]) });
       return matMulKernel(a, b, false, false);
     },
     (dy, [sa, sb]) => ({
       a: () => matMulKernel(dy, sb, false, true),
       b: () => matMulKernel(sa, dy, true, false),
+      ...(bias ? { bias: () => tf.reshape(columnSums(dy as tf.Tensor2D), bias.shape) } : {}),
     }),
   );
 }
@@ -221,28 +227,6 @@ export function batchMatMul(a: tf.Tensor, b: tf.Tensor): tf.Tensor {
   return tf.reshape(y, [...lead, m, n]);
 }
 
-/**
- * a [m,k] @ b [k,n] + bias (n values) as one fused kernel (XNNPACK adds the bias as it writes the
- * output, saving an Add per layer), with matMulWithPlainGrads' gradients and the bias's column sums.
- */
-function matMulBiasWithPlainGrads(a: tf.Tensor2D, b: tf.Tensor2D, bias: tf.Tensor): tf.Tensor2D {
-  const n = b.shape[1];
-  if (bias.size !== n) throw new Error(`dense: bias [${bias.shape}] does not match ${n} output columns`);
-  const biasShape = bias.shape;
-  return opWithLazyGrads(
-    { a, b, bias },
-    (save) => {
-      save([a, b]);
-      return tf.fused.matMul({ a, b, bias: tf.reshape(bias, [n]) });
-    },
-    (dy, [sa, sb]) => ({
-      a: () => matMulKernel(dy, sb, false, true),
-      b: () => matMulKernel(sa, dy, true, false),
-      bias: () => tf.reshape(columnSums(dy as tf.Tensor2D), biasShape),
-    }),
-  ) as tf.Tensor2D;
-}
-
 /** Affine map on the last axis: x [..., in] @ w [in, out] + b [out], any leading rank. */
 export function dense(x: tf.Tensor, w: tf.Tensor, b?: tf.Tensor): tf.Tensor {
   if (x.rank < 2 || w.rank !== 2) throw new Error(`dense: expected x [..., in] and w [in, out], got [${x.shape}] and [${w.shape}]`);
@@ -250,7 +234,7 @@ export function dense(x: tf.Tensor, w: tf.Tensor, b?: tf.Tensor): tf.Tensor {
   if (inDim !== w.shape[0]) throw new Error(`dense: inner dimensions differ: [${x.shape}] x [${w.shape}]`);
   const lead = x.shape.slice(0, -1);
   const x2 = tf.reshape(x, [-1, inDim]) as tf.Tensor2D;
-  const y = b ? matMulBiasWithPlainGrads(x2, w as tf.Tensor2D, b) : matMul(x2, w);
+  const y = matMulWithPlainGrads(x2, w, b);
   return x.rank === 2 ? y : tf.reshape(y, [...lead, w.shape[1] as number]);
 }
 
