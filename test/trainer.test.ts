@@ -46,8 +46,11 @@ function gradsFor(m: Params, values: Record<string, number[]>): tf.NamedTensorMa
 
 const MODES = ["host", "device"] as const;
 
-for (const mode of MODES) test(`AdamW (${mode} update): two steps match a hand computation (decoupled decay, skipped for decay:false)`, async () => {
-  await useBackend("wasm");
+// The host update has two paths: in place on the wasm heap, and through JS arrays (cpu backend).
+const ADAMW_CASES = [["host", "wasm"], ["host", "cpu"], ["device", "wasm"]] as const;
+
+for (const [mode, backend] of ADAMW_CASES) test(`AdamW (${mode} update, ${backend}): two steps match a hand computation (decoupled decay, skipped for decay:false)`, async () => {
+  await useBackend(backend);
   const p0 = { w: [1, -2, 0.5], b: [0.3, -0.1] };
   const g = [
     { w: [0.5, 0.1, -0.2], b: [1, -2] },
@@ -64,7 +67,9 @@ for (const mode of MODES) test(`AdamW (${mode} update): two steps match a hand c
   };
   for (let t = 1; t <= 2; t++) {
     const grads = gradsFor(m, g[t - 1]);
+    const tensorsBefore = tf.memory().numTensors;
     opt.applyGradients(grads);
+    assert.equal(tf.memory().numTensors, tensorsBefore, "the update leaks no tensor");
     tf.dispose(Object.values(grads));
     for (const name of ["w", "b"] as const) {
       const r = ref[name];

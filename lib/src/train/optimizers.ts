@@ -13,6 +13,7 @@
  *   ops. Both paths compute the same update (tested against hand-computed steps).
  */
 import * as tf from "@tensorflow/tfjs-core";
+import type { BackendWasm } from "@tensorflow/tfjs-backend-wasm";
 import type { ParamInfo, WeightMap } from "../nn/module";
 
 /** What the trainer needs from an optimiser. */
@@ -106,7 +107,11 @@ abstract class NamedStateOptimizer implements SslOptimizer {
       const g = grads[slot.param.variable.name];
       if (!g) continue; // frozen or unused parameter
       const v = slot.param.variable;
-      if (this.updateMode === "host") {
+      if (this.updateMode === "host" && tf.getBackend() === "wasm") {
+        const updated = this.updateOnWasmHeap(slot, g, v);
+        v.assign(updated);
+        updated.dispose();
+      } else if (this.updateMode === "host") {
         // copies: the cpu backend's dataSync returns its own storage
         const p = Float32Array.from(v.dataSync() as Float32Array);
         this.updateParamHost(slot, g.dataSync() as Float32Array, p);
@@ -115,6 +120,21 @@ abstract class NamedStateOptimizer implements SslOptimizer {
         tf.tidy(() => this.updateParam(slot, g));
       }
     }
+  }
+
+  /**
+   * The host update on the wasm backend, in place on the wasm heap: a fresh output buffer gets
+   * the parameter (one heap-to-heap copy) and the loop reads the gradient where it lies, which
+   * spares the three copies through JS arrays (dataSync twice, tf.tensor) of the generic path.
+   */
+  private updateOnWasmHeap(slot: Slot, g: tf.Tensor, v: tf.Variable): tf.Tensor {
+    const wasm = tf.backend() as unknown as BackendWasm;
+    const out = wasm.makeOutput(v.shape, "float32");
+    // Views are taken after the allocation (a heap growth would detach earlier ones).
+    const p = wasm.typedArrayFromHeap(out) as Float32Array;
+    p.set(wasm.typedArrayFromHeap(v) as Float32Array);
+    this.updateParamHost(slot, wasm.typedArrayFromHeap(g) as Float32Array, p);
+    return tf.engine().makeTensorFromTensorInfo(out);
   }
 
   /** Update one parameter with tensor ops (runs inside tf.tidy). */
