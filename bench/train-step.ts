@@ -10,7 +10,7 @@
  * images/s counts source images (not views) per optimisation step.
  *
  *   node --import tsx bench/train-step.ts [simclr|simclr-tiny|mae] [--steps N] [--profile]
- * Timed steps default to 5 (SimCLR) and 10 (MAE), after 2 and 5 warm-up steps.
+ * Timed steps default to 5 (SimCLR) and 20 (MAE), after 2 and 5 warm-up steps.
  * --profile adds one profiled step per figure: kernel time per kernel name and input shapes (stderr);
  * SSLKIT_PROFILE_KERNEL=<name> lists every shape of that kernel.
  */
@@ -209,7 +209,7 @@ async function maeFigure(steps: number): Promise<Record<string, unknown>> {
 
 async function child(figure: Figure, stepsOverride: number | undefined): Promise<void> {
   const info = await initBackend();
-  const steps = stepsOverride ?? (figure === "mae" ? 10 : 5); // ~9 s and ~35 s of timed steps
+  const steps = stepsOverride ?? (figure === "mae" ? 20 : 5); // ~15 s and ~35 s of timed steps
   const result = figure === "mae" ? await maeFigure(steps) : await simclrFigure(steps, figure === "simclr-tiny");
   console.log(JSON.stringify({ bench: "train-step", ...result, backend: describeBackend(info), threads: info.threads }));
 }
