@@ -95,7 +95,8 @@ async function simclrFigure(steps: number, tiny = false): Promise<Record<string,
     tf.dispose([...views, ...Object.values(grads)]);
     return value;
   };
-  const { stepMs, loss } = await timeSteps(step, 2, steps);
+  const warmupSteps = 2;
+  const { stepMs, loss } = await timeSteps(step, warmupSteps, steps);
   if (PROFILE) await printProfile("simclr", step);
   const ms = median(stepMs);
   return {
@@ -103,7 +104,7 @@ async function simclrFigure(steps: number, tiny = false): Promise<Record<string,
     batch,
     input: "32x32x3 x 2 views",
     params: method.trainable.numParameters(),
-    warmupSteps: 2,
+    warmupSteps,
     steps,
     stepMsMedian: +ms.toFixed(1),
     imagesPerSec: +((batch * 1000) / ms).toFixed(1),
@@ -188,8 +189,8 @@ async function maeFigure(steps: number): Promise<Record<string, unknown>> {
     tf.dispose([targetT, ...Object.values(grads)]);
     return value;
   };
-  // 5 warm-up steps: the first ~5 run 10-20% slower (JIT, heap growth) before a steady state.
-  const { stepMs, loss } = await timeSteps(step, 5, steps);
+  const warmupSteps = 5; // the first ~5 steps run 10-20% slower (JIT, heap growth) before a steady state
+  const { stepMs, loss } = await timeSteps(step, warmupSteps, steps);
   if (PROFILE) await printProfile("mae", step);
   const ms = median(stepMs);
   return {
@@ -197,7 +198,7 @@ async function maeFigure(steps: number): Promise<Record<string, unknown>> {
     batch,
     input: "28x28x1, patch 4, 75% masked",
     params: params.reduce((s, p) => s + p.variable.size, 0),
-    warmupSteps: 5,
+    warmupSteps,
     steps,
     stepMsMedian: +ms.toFixed(1),
     imagesPerSec: +((batch * 1000) / ms).toFixed(1),
