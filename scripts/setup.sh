@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # One-time (idempotent) setup on a fresh Debian/Ubuntu machine: system packages (Fashion-MNIST,
-# Debian's Jupyter for the headless notebook runner), npm packages (which also builds lib/ and
+# Debian's Jupyter for the headless notebook runner, a C++ compiler and OpenBLAS for the optional
+# sslkit-native kernels), npm packages (which also builds lib/ and
 # registers the project-local tslab kernel through postinstall).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(dataset-fashion-mnist jupyter-notebook jupyter-nbconvert python3-nbclient python3-ipykernel)
+APT_PACKAGES=(dataset-fashion-mnist jupyter-notebook jupyter-nbconvert python3-nbclient python3-ipykernel g++ make libopenblas-dev)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

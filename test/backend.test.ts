@@ -12,6 +12,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { MAX_WASM_THREADS } from "../lib/src/backend/wasm-threads";
 import { initBackend, describeBackend } from "../lib/src/backend";
+import { loadNativeKernels } from "../lib/src/backend/native-kernels";
 import * as tf from "@tensorflow/tfjs-core";
 
 const REPO = path.resolve(__dirname, "..");
@@ -192,6 +193,10 @@ initBackend("tensorflow").then(
   }),
 };
 
+/** What describeBackend adds for sslkit-native's kernels when the addon is built here (", OpenBLAS 0.3.21 kernels"). */
+const native = loadNativeKernels().kernels;
+const NATIVE_SUFFIX = native ? `, ${native.info().blas.split(" ").slice(0, 2).join(" ")} kernels` : "";
+
 test("no preference: wasm with one thread per core (here min(cores, 8)), idempotent, listeners removed, exits by itself", async () => {
   const report = parseReport(await children.auto);
   const expected = Math.min(CORES, MAX_WASM_THREADS);
@@ -200,14 +205,14 @@ test("no preference: wasm with one thread per core (here min(cores, 8)), idempot
   assert.equal(report.info.threads, expected);
   assert.equal(report.active, "wasm");
   assert.equal(report.same, true, "a second initBackend() returns the cached BackendInfo");
-  assert.equal(report.description, `backend wasm (simd, ${expected} thread${expected === 1 ? "" : "s"})`);
+  assert.equal(report.description, `backend wasm (simd, ${expected} thread${expected === 1 ? "" : "s"}${NATIVE_SUFFIX})`);
   assert.deepEqual(report.listenersAfter, report.listenersBefore, "emscripten's process listeners are removed");
 });
 
 test("SSLKIT_THREADS=2: matMul and conv2d on 2 wasm threads match the cpu backend", async () => {
   const report = parseReport(await children.twoThreads);
   assert.equal(report.info.threads, 2);
-  assert.equal(report.description, "backend wasm (simd, 2 threads)");
+  assert.equal(report.description, `backend wasm (simd, 2 threads${NATIVE_SUFFIX})`);
   for (const [op, err] of Object.entries(report.relError as Record<string, number>)) {
     assert.ok(err <= 1e-4, `${op}: relative error ${err} against the cpu backend`);
   }
@@ -218,7 +223,7 @@ test("SSLKIT_THREADS=1: single-threaded wasm", async () => {
   const report = parseReport(await children.oneThread);
   assert.equal(report.info.name, "wasm");
   assert.equal(report.info.threads, 1);
-  assert.equal(report.description, "backend wasm (simd, 1 thread)");
+  assert.equal(report.description, `backend wasm (simd, 1 thread${NATIVE_SUFFIX})`);
 });
 
 /** Runs f with environment variables set (undefined: unset), restoring them after. */

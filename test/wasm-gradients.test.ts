@@ -9,6 +9,8 @@ import { tf, useBackend, relError } from "./helpers";
 import { Rng } from "../lib/src/random";
 import * as fastOps from "../lib/src/nn/fast-ops";
 import { registerWasmTrainingKernels, wasmTrainingKernelNames } from "../lib/src/backend/wasm-kernels";
+import { loadNativeKernels, nativeKernelsActive, registerNativeKernels, unregisterNativeKernels } from "../lib/src/backend/native-kernels";
+import { initBackend } from "../lib/src/backend";
 
 const TOL = 1e-4;
 
@@ -108,6 +110,9 @@ const rawOpCases: OpCase[] = [
   { name: "conv2d s2 valid", inputs: [{ shape: [3, 9, 7, 3] }, { shape: [3, 3, 3, 5] }], f: conv(2, "valid") },
   { name: "conv2d s1 valid even kernel", inputs: [{ shape: [5, 7, 7, 2] }, { shape: [2, 2, 2, 3] }], f: conv(1, "valid") },
   { name: "conv2d 1x1 s2", inputs: [{ shape: [3, 8, 8, 4] }, { shape: [1, 1, 4, 6] }], f: conv(2, "same") },
+  { name: "conv2d 1x1 s1 (a plain product)", inputs: [{ shape: [3, 6, 5, 8] }, { shape: [1, 1, 8, 5] }], f: conv(1, "valid") },
+  { name: "conv2d large batch (chunks over threads)", inputs: [{ shape: [9, 20, 20, 8] }, { shape: [3, 3, 8, 16] }], f: conv(1, "same") },
+  { name: "conv2d large batch s2", inputs: [{ shape: [9, 21, 20, 8] }, { shape: [3, 3, 8, 16] }], f: conv(2, "same") },
   { name: "conv2d 7x7 s2 pad 3", inputs: [{ shape: [3, 12, 12, 3] }, { shape: [7, 7, 3, 4] }], f: conv(2, 3) },
   {
     name: "conv2d explicit pad",
@@ -148,6 +153,14 @@ const rawOpCases: OpCase[] = [
   { name: "matMul", inputs: [{ shape: [6, 5] }, { shape: [5, 7] }], f: (a, b) => tf.matMul(a, b) },
   { name: "matMul transposeB", inputs: [{ shape: [6, 5] }, { shape: [7, 5] }], f: (a, b) => tf.matMul(a, b, false, true) },
   { name: "matMul batched", inputs: [{ shape: [3, 4, 5] }, { shape: [3, 5, 6] }], f: (a, b) => tf.matMul(a, b) },
+  { name: "matMul transposeA", inputs: [{ shape: [5, 6] }, { shape: [5, 7] }], f: (a, b) => tf.matMul(a, b, true, false) },
+  { name: "matMul transposeA and B, batched", inputs: [{ shape: [3, 5, 4] }, { shape: [3, 6, 5] }], f: (a, b) => tf.matMul(a, b, true, true) },
+  // tfjs's BatchMatMul gradient does not reduce over a broadcast batch (on any backend): forward only.
+  { name: "matMul batch broadcast (a batch 1)", inputs: [{ shape: [1, 4, 5] }, { shape: [3, 5, 6] }], f: (a, b) => tf.matMul(a, b), forwardOnly: true },
+  { name: "matMul rank 4", inputs: [{ shape: [2, 3, 4, 5] }, { shape: [2, 3, 5, 2] }], f: (a, b) => tf.matMul(a, b) },
+  { name: "matMul large (threaded split)", inputs: [{ shape: [300, 70] }, { shape: [70, 90] }], f: (a, b) => tf.matMul(a, b) },
+  { name: "fused matMul + bias", inputs: [{ shape: [6, 5] }, { shape: [5, 7] }, { shape: [7] }], f: (a, b, c) => tf.fused.matMul({ a: a as tf.Tensor2D, b: b as tf.Tensor2D, bias: c }) },
+  { name: "fused matMul + bias + relu", inputs: [{ shape: [6, 5] }, { shape: [5, 7] }, { shape: [7] }], f: (a, b, c) => tf.fused.matMul({ a: a as tf.Tensor2D, b: b as tf.Tensor2D, bias: c, activation: "relu" }) },
   // Elementwise.
   { name: "relu", inputs: [{ shape: [5, 7] }], f: (x) => tf.relu(x) },
   { name: "sigmoid", inputs: [{ shape: [5, 7] }], f: (x) => tf.sigmoid(x) },
@@ -218,6 +231,12 @@ const rawOpCases: OpCase[] = [
   },
 ];
 
+/** batchNormTrain's output; its statistics (kept out of tidy for the caller) are disposed. */
+function batchNormY({ y, mean, variance }: { y: tf.Tensor; mean: tf.Tensor; variance: tf.Tensor }): tf.Tensor {
+  tf.dispose([mean, variance]);
+  return y;
+}
+
 const fastOpCases: OpCase[] = [
   { name: "fastOps.conv2d s1 same", inputs: [{ shape: [3, 9, 9, 4] }, { shape: [3, 3, 4, 6] }], f: fconv(1, "same") },
   { name: "fastOps.conv2d s2 same odd", inputs: [{ shape: [5, 9, 7, 3] }, { shape: [3, 3, 3, 5] }], f: fconv(2, "same") },
@@ -234,6 +253,13 @@ const fastOpCases: OpCase[] = [
   { name: "fastOps.matMul batched, long batch", inputs: [{ shape: [17, 3, 5] }, { shape: [17, 5, 2] }], f: (a, b) => fastOps.matMul(a, b) },
   { name: "fastOps.gelu wide range (tails of exp(-x^2/2))", inputs: [{ shape: [17], values: [-9, -6, -4, -3, -2, -1, -0.5, -0.1, 0, 0.1, 0.5, 1, 2, 3, 4, 6, 9] }], f: (x) => fastOps.gelu(x) },
   { name: "fastOps.gelu", inputs: [{ shape: [5, 9] }], f: (x) => fastOps.gelu(x) },
+  { name: "fastOps.relu", inputs: [{ shape: [5, 9] }], f: (x) => fastOps.relu(x) },
+  {
+    name: "fastOps.batchNormTrain with gamma, beta",
+    inputs: [{ shape: [40, 6] }, { shape: [6], dist: "positive" }, { shape: [6] }],
+    f: (x, g, b) => batchNormY(fastOps.batchNormTrain(tf.add(x, 3) as tf.Tensor2D, g as tf.Tensor1D, b as tf.Tensor1D, 1e-5)),
+  },
+  { name: "fastOps.batchNormTrain without affine", inputs: [{ shape: [700, 3] }], f: (x) => batchNormY(fastOps.batchNormTrain(x as tf.Tensor2D, null, null, 1e-3)) },
   { name: "fastOps.layerNormOp", inputs: [{ shape: [3, 5, 8] }, { shape: [8] }, { shape: [8] }], f: (x, g, b) => fastOps.layerNormOp(x, g, b, 1e-5) },
   { name: "fastOps.l2Normalize", inputs: [{ shape: [5, 9] }], f: (x) => fastOps.l2Normalize(x, -1) },
   { name: "fastOps.patchify", inputs: [{ shape: [3, 8, 12, 2] }], f: (x) => fastOps.patchify(x as tf.Tensor4D, 4) },
@@ -289,6 +315,20 @@ test("fast ops: wasm forward and gradients match cpu", async () => {
   for (const c of fastOpCases) await compareWasmToCpu(c, seed++);
 });
 
+test("without sslkit-native, wasm's own kernels (and sslkit's training kernels) also match cpu", { skip: loadNativeKernels().kernels ? false : `sslkit-native not built: ${loadNativeKernels().why}` }, async () => {
+  const { threads } = await initBackend("wasm");
+  unregisterNativeKernels();
+  try {
+    assert.equal(nativeKernelsActive(), false);
+    let seed = 200;
+    for (const c of [...rawOpCases, ...fastOpCases]) await compareWasmToCpu(c, seed++);
+  } finally {
+    registerNativeKernels(threads);
+  }
+  await useBackend("wasm");
+  assert.equal(nativeKernelsActive(), true, "re-registered");
+});
+
 test("fastOps.conv2d gradients equal tf.conv2d's on cpu (stride 1/2, same/valid, odd/even, batch 3/5)", async () => {
   await useBackend("cpu");
   const rng = new Rng(7);
@@ -332,8 +372,13 @@ test("fastOps.conv2d computes only the gradients that are needed", async () => {
     const { grads } = tf.variableGrads(() => tf.sum(fastOps.conv2d(x, w as unknown as tf.Tensor4D, 1, "same")) as tf.Scalar, [w]);
     tf.dispose(grads);
   });
-  const convs = profile.kernels.filter((k) => k.name === "Conv2D").length;
-  assert.equal(convs, 2, "forward conv + filter-gradient conv; no input-gradient conv for a data input");
+  const count = (name: string) => profile.kernels.filter((k) => k.name === name).length;
+  if (nativeKernelsActive()) {
+    // sslkit-native: the gradients are their own kernels.
+    assert.deepEqual([count("Conv2D"), count("Conv2DBackpropFilter"), count("Conv2DBackpropInput")], [1, 1, 0], "forward + filter gradient; no input gradient for a data input");
+  } else {
+    assert.equal(count("Conv2D"), 2, "forward conv + filter-gradient conv; no input-gradient conv for a data input");
+  }
   tf.dispose([x, w]);
 });
 

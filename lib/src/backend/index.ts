@@ -2,7 +2,9 @@
  * Backend selection. With no preference, the first of these that loads:
  *   1. TensorFlow on an NVIDIA GPU  (@tensorflow/tfjs-node-gpu, optional dependency)
  *   2. TensorFlow on the CPU        (@tensorflow/tfjs-node, optional dependency)
- *   3. wasm, multi-threaded SIMD    (@tensorflow/tfjs-backend-wasm; SSLKIT_THREADS threads, default: cores)
+ *   3. wasm, multi-threaded SIMD    (@tensorflow/tfjs-backend-wasm; SSLKIT_THREADS threads, default: cores),
+ *      with its matrix products and convolutions on OpenBLAS where the optional sslkit-native
+ *      addon built (backend/native-kernels; SSLKIT_NATIVE=0 turns it off)
  *   4. cpu, plain JavaScript        (@tensorflow/tfjs-backend-cpu)
  * A preference passed to initBackend wins; otherwise SSLKIT_BACKEND=tensorflow|tensorflow-gpu|
  * tensorflow-cpu|wasm|cpu overrides the order. A requested backend that cannot load is an Error.
@@ -22,6 +24,7 @@ import * as path from "node:path";
 import { spawnSync } from "node:child_process";
 import { debuglog } from "node:util";
 import { registerWasmTrainingKernels } from "./wasm-kernels";
+import { registerNativeKernels } from "./native-kernels";
 import { initWasmBackend, requestedWasmThreads } from "./wasm-threads";
 
 export type BackendPreference = "tensorflow" | "tensorflow-gpu" | "tensorflow-cpu" | "wasm" | "cpu";
@@ -36,6 +39,8 @@ export interface BackendInfo {
   threads: number;
   /** wasm only: whether the SIMD build runs. */
   simd?: boolean;
+  /** wasm only: the BLAS behind sslkit-native's matrix-product and convolution kernels, when they run. */
+  native?: string;
 }
 
 const BACKEND_PREFERENCES: readonly BackendPreference[] = ["tensorflow", "tensorflow-gpu", "tensorflow-cpu", "wasm", "cpu"];
@@ -70,7 +75,8 @@ export function describeBackend(info: BackendInfo): string {
   switch (info.kind) {
     case "wasm": {
       const threads = `${info.threads} thread${info.threads === 1 ? "" : "s"}`;
-      return `backend wasm (${info.simd === false ? "no simd" : "simd"}, ${threads})`;
+      const native = info.native ? `, ${info.native} kernels` : "";
+      return `backend wasm (${info.simd === false ? "no simd" : "simd"}, ${threads}${native})`;
     }
     case "tensorflow-gpu":
       return "backend tensorflow (gpu)";
@@ -161,7 +167,8 @@ async function initCpu(): Promise<BackendInfo> {
 async function initWasm(threads: number): Promise<BackendInfo> {
   const result = await initWasmBackend(threads);
   registerWasmTrainingKernels();
-  return { name: "wasm", kind: "wasm", threads: result.threads, simd: result.simd };
+  const native = registerNativeKernels(result.threads) ?? undefined; // after the training kernels: they are its fallback
+  return { name: "wasm", kind: "wasm", threads: result.threads, simd: result.simd, ...(native ? { native } : {}) };
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import type { BackendWasm } from "@tensorflow/tfjs-backend-wasm";
 import { conv2dFilterGrad, conv2dInputGrad, type ConvPadding } from "../nn/fast-ops";
+import { isNativeKernelFunc } from "./native-kernels";
 
 type KernelArgs = { inputs: tf.NamedTensorInfoMap; backend: unknown; attrs?: tf.NamedAttrMap };
 type Shape4 = [number, number, number, number];
@@ -348,7 +349,7 @@ export const wasmTrainingKernelNames: readonly string[] = trainingKernels.map((k
 export function registerWasmTrainingKernels(): void {
   for (const { kernelName, kernelFunc } of trainingKernels) {
     const existing = tf.getKernel(kernelName, "wasm");
-    if (existing?.kernelFunc === (kernelFunc as unknown)) continue;
+    if (existing?.kernelFunc === (kernelFunc as unknown) || isNativeKernelFunc(existing?.kernelFunc)) continue; // ours, or sslkit-native's (which falls back on ours)
     if (existing) tf.unregisterKernel(kernelName, "wasm");
     tf.registerKernel({ kernelName, backendName: "wasm", kernelFunc: kernelFunc as unknown as tf.KernelFunc });
   }

@@ -16,6 +16,7 @@
  * backend), and keep transposes/slices at rank <= 4 (rank 5-6 are ~100x slower on wasm).
  */
 import * as tf from "@tensorflow/tfjs-core";
+import { BATCH_NORM_BACKWARD, BATCH_NORM_FORWARD, RELU_GRAD, nativeKernelsActive } from "../backend/native-kernels";
 
 /** Padding accepted by the conv helpers: tf's string modes, a symmetric number, or NHWC explicit pads. */
 export type ConvPadding = "same" | "valid" | number | [[number, number], [number, number], [number, number], [number, number]];
@@ -156,7 +157,7 @@ function batchMatMulDepthwise(a: tf.Tensor3D, b: tf.Tensor3D, transposeA: boolea
 
 /** a @ b with either operand optionally transposed, by the fastest kernel the backend has. */
 function matMulKernel(a: tf.Tensor, b: tf.Tensor, transposeA: boolean, transposeB: boolean): tf.Tensor {
-  if (tf.getBackend() === "wasm") {
+  if (tf.getBackend() === "wasm" && !nativeKernelsActive()) {
     if (a.rank === 3 && a.shape[0] > 1) return batchMatMulDepthwise(a as tf.Tensor3D, b as tf.Tensor3D, transposeA, transposeB);
     // wasm's matMul repacks its right operand on every call (XNNPACK caches packed weights per
     // tensor): for a weight gradient A^T dY [T,i]^T x [T,o] with o > i, (dY^T A)^T packs the
@@ -384,6 +385,14 @@ function conv2dWithFastGrads(x: tf.Tensor4D, filter: tf.Tensor4D, strides: Pair,
     },
     (dy, saved) => {
       const [sx, sw] = saved as tf.Tensor4D[];
+      if (nativeKernelsActive()) {
+        // sslkit-native's im2col + BLAS kernels compute both gradients directly.
+        const attrs = { strides, pad, dataFormat: "NHWC", dilations: 1 };
+        return {
+          x: () => tf.engine().runKernel("Conv2DBackpropInput", { dy, filter: sw }, { ...attrs, inputShape: sx.shape }) as tf.Tensor,
+          filter: () => tf.engine().runKernel("Conv2DBackpropFilter", { x: sx, dy }, { ...attrs, filterShape: sw.shape }) as tf.Tensor,
+        };
+      }
       return {
         x: () => conv2dInputGrad(dy as tf.Tensor4D, sw, sx.shape, strides, pad),
         filter: () => conv2dFilterGrad(sx, dy as tf.Tensor4D, sw.shape, strides, pad),
@@ -406,6 +415,19 @@ export function conv2d(x: tf.Tensor4D, w: tf.Tensor4D, stride: number | Pair, pa
 // ---------------------------------------------------------------------------------------------
 // Activations and normalisations
 // ---------------------------------------------------------------------------------------------
+
+/** max(x, 0), with the gradient taken from the output (dy where y > 0): one kernel with sslkit-native, Step + Multiply otherwise. */
+export function relu<T extends tf.Tensor>(x: T): T {
+  return opWithLazyGrads(
+    { x },
+    (save) => {
+      const y = tf.relu(x);
+      save([y]);
+      return y;
+    },
+    (dy, [y]) => ({ x: () => (nativeKernelsActive() ? (tf.engine().runKernel(RELU_GRAD, { dy, y }) as tf.Tensor[])[0] : tf.mul(dy, tf.step(y))) }),
+  ) as T;
+}
 
 const SQRT1_2 = Math.SQRT1_2;
 const INV_SQRT_2PI = 1 / Math.sqrt(2 * Math.PI);
@@ -451,6 +473,7 @@ export function gelu(x: tf.Tensor): tf.Tensor {
  */
 export function batchNormTrain(x: tf.Tensor2D, gamma: tf.Tensor1D | null, beta: tf.Tensor1D | null, eps: number): { y: tf.Tensor2D; mean: tf.Tensor1D; variance: tf.Tensor1D } {
   assertRank("batchNormTrain", "x", x, 2);
+  if (nativeKernelsActive()) return batchNormTrainNative(x, gamma, beta, eps);
   let mean: tf.Tensor1D | null = null;
   let variance: tf.Tensor1D | null = null;
   const inputs: Record<string, tf.Tensor> = gamma && beta ? { x, gamma, beta } : { x };
@@ -488,6 +511,27 @@ export function batchNormTrain(x: tf.Tensor2D, gamma: tf.Tensor1D | null, beta: 
     },
   ) as tf.Tensor2D;
   return { y, mean: mean as unknown as tf.Tensor1D, variance: variance as unknown as tf.Tensor1D };
+}
+
+/** batchNormTrain on sslkit-native's fused kernels: saves x and the statistics, recomputes xHat. */
+function batchNormTrainNative(x: tf.Tensor2D, gamma: tf.Tensor1D | null, beta: tf.Tensor1D | null, eps: number): { y: tf.Tensor2D; mean: tf.Tensor1D; variance: tf.Tensor1D } {
+  const engine = tf.engine();
+  let stats: tf.Tensor[] = [];
+  const inputs: Record<string, tf.Tensor> = gamma && beta ? { x, gamma, beta } : { x };
+  const y = opWithLazyGrads(
+    inputs,
+    (save) => {
+      const [value, mean, variance] = engine.runKernel(BATCH_NORM_FORWARD, inputs, { eps }) as tf.Tensor[];
+      save(gamma ? [x, mean, variance, gamma] : [x, mean, variance]);
+      stats = [tf.keep(mean), tf.keep(variance)]; // escape the engine's tidy; the caller disposes them
+      return value;
+    },
+    (dy, [sx, mean, variance, g]) => {
+      const grads = (want: "x" | "params") => engine.runKernel(BATCH_NORM_BACKWARD, { x: sx, dy, mean, variance, ...(g ? { gamma: g } : {}) }, { eps, want }) as tf.Tensor[];
+      return { x: () => grads("x")[0], gamma: () => grads("params")[0], beta: () => grads("params")[1] };
+    },
+  ) as tf.Tensor2D;
+  return { y, mean: stats[0] as tf.Tensor1D, variance: stats[1] as tf.Tensor1D };
 }
 
 const layerNormCache = new Map<number, (x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor) => tf.Tensor>();

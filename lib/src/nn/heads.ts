@@ -63,7 +63,7 @@ export class ProjectionHead extends Module {
     for (const { linear, bn, nonlinearity } of this.layers) {
       h = linear.forward(h);
       if (bn) h = bn.forward(h);
-      if (nonlinearity === "relu") h = tf.relu(h);
+      if (nonlinearity === "relu") h = fastOps.relu(h);
       else if (nonlinearity === "gelu") h = fastOps.gelu(h) as tf.Tensor2D;
     }
     return h;

@@ -4,6 +4,7 @@
  * pooling. NHWC input [N, H, W, C] -> features [N, widths[last]].
  */
 import * as tf from "@tensorflow/tfjs-core";
+import * as fastOps from "./fast-ops";
 import { Rng } from "../random";
 import { Backbone } from "./backbone";
 import { Module } from "./module";
@@ -36,9 +37,9 @@ export class BasicBlock extends Module {
   }
 
   forward(x: tf.Tensor4D): tf.Tensor4D {
-    const out = this.bn2.forward(this.conv2.forward(tf.relu(this.bn1.forward(this.conv1.forward(x)))));
+    const out = this.bn2.forward(this.conv2.forward(fastOps.relu(this.bn1.forward(this.conv1.forward(x)))));
     const identity = this.downsampleConv && this.downsampleBn ? this.downsampleBn.forward(this.downsampleConv.forward(x)) : x;
-    return tf.relu(tf.add(out, identity)) as tf.Tensor4D;
+    return fastOps.relu(tf.add(out, identity)) as tf.Tensor4D;
   }
 }
 
@@ -94,7 +95,7 @@ export class ResNet extends Backbone {
   /** Feature map before pooling: [N, H / 2^(stages-1), W / 2^(stages-1), outputDim]. */
   forwardFeatures(x: tf.Tensor4D): tf.Tensor4D {
     if (x.rank !== 4 || x.shape[3] !== this.inChannels) throw new Error(`ResNet: expected input [N, H, W, ${this.inChannels}], got [${x.shape}]`);
-    let h = tf.relu(this.stemBn.forward(this.stemConv.forward(x)));
+    let h = fastOps.relu(this.stemBn.forward(this.stemConv.forward(x)));
     for (const block of this.blocks) h = block.forward(h);
     return h;
   }

@@ -1,0 +1,11 @@
+{
+  "targets": [
+    {
+      "target_name": "sslkit_native",
+      "sources": ["src/native.cc"],
+      "cflags_cc": ["-O3", "-march=native", "-std=c++17", "-fexceptions"],
+      "cflags_cc!": ["-fno-exceptions"],
+      "libraries": ["-lopenblas", "-lpthread"]
+    }
+  ]
+}

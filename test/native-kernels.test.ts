@@ -1,0 +1,217 @@
+/**
+ * sslkit-native, the optional OpenBLAS kernels for the wasm backend: the addon's functions against
+ * hand-written loops, argument checking, determinism, and the wasm kernels it serves (forward and
+ * gradients against the cpu backend are in wasm-gradients.test.ts, with and without it).
+ * Skipped where the addon is not built, unless SSLKIT_REQUIRE_NATIVE=1 (CI sets it) makes that a failure.
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { tf, useBackend, relError } from "./helpers";
+import { Rng } from "../lib/src/random";
+import * as fastOps from "../lib/src/nn/fast-ops";
+import { initBackend, describeBackend } from "../lib/src/backend";
+import { BATCH_NORM_FORWARD, loadNativeKernels, nativeKernelNames, nativeKernelsActive } from "../lib/src/backend/native-kernels";
+
+const { kernels: native, why } = loadNativeKernels();
+const skip = native ? false : `sslkit-native not built: ${why}`;
+
+test("sslkit-native is built where it is required (SSLKIT_REQUIRE_NATIVE=1)", { skip: process.env.SSLKIT_REQUIRE_NATIVE === "1" ? false : "SSLKIT_REQUIRE_NATIVE is not set" }, () => {
+  assert.ok(native, `sslkit-native did not load: ${why}`);
+});
+
+const random = (n: number, seed: number): Float32Array => {
+  const rng = new Rng(seed);
+  return Float32Array.from({ length: n }, () => rng.normal());
+};
+
+/** c = op(a) op(b) (+ bias) by the definition, in float64. */
+function naiveGemm(a: Float32Array, b: Float32Array, bias: Float32Array | null, ta: boolean, tb: boolean, m: number, n: number, k: number): Float64Array {
+  const c = new Float64Array(m * n);
+  for (let i = 0; i < m; i++) {
+    for (let j = 0; j < n; j++) {
+      let s = bias ? bias[j] : 0;
+      for (let p = 0; p < k; p++) s += (ta ? a[p * m + i] : a[i * k + p]) * (tb ? b[j * k + p] : b[p * n + j]);
+      c[i * n + j] = s;
+    }
+  }
+  return c;
+}
+
+test("gemm: every transpose combination, a bias, batches with a broadcast operand, and splits over threads", { skip }, () => {
+  const kernels = native!;
+  for (const [m, n, k] of [[3, 4, 5], [70, 9, 33], [5, 300, 40]]) {
+    for (const ta of [false, true]) {
+      for (const tb of [false, true]) {
+        const a = random(m * k, m + n);
+        const b = random(k * n, k);
+        const bias = ta ? random(n, 3) : null;
+        const c = new Float32Array(m * n);
+        kernels.gemm(a, b, c, bias, ta, tb, 1, m, n, k, m * k, k * n);
+        const e = relError(c, naiveGemm(a, b, bias, ta, tb, m, n, k));
+        assert.ok(e < 1e-5, `[${m},${k}]x[${k},${n}] ta=${ta} tb=${tb}: rel error ${e}`);
+      }
+    }
+  }
+  // Batch 4 with b shared (stride 0) across the batch.
+  const [batch, m, n, k] = [4, 6, 3, 5];
+  const a = random(batch * m * k, 1);
+  const b = random(k * n, 2);
+  const c = new Float32Array(batch * m * n);
+  kernels.gemm(a, b, c, null, false, false, batch, m, n, k, m * k, 0);
+  for (let i = 0; i < batch; i++) {
+    const e = relError(c.subarray(i * m * n, (i + 1) * m * n), naiveGemm(a.subarray(i * m * k, (i + 1) * m * k), b, null, false, false, m, n, k));
+    assert.ok(e < 1e-5, `batch ${i}: rel error ${e}`);
+  }
+});
+
+type ConvCase = { n: number; h: number; w: number; ci: number; kh: number; kw: number; co: number; s: number; pt: number; pl: number; oh: number; ow: number };
+const convArgs = (c: ConvCase) => [c.n, c.h, c.w, c.ci, c.kh, c.kw, c.co, c.s, c.s, c.pt, c.pl, c.oh, c.ow] as const;
+
+/** y, dW and dx of y = conv(x, w) (and of sum(y * dy)) by the definition. */
+function naiveConv(c: ConvCase, x: Float32Array, w: Float32Array, dy: Float32Array) {
+  const y = new Float64Array(c.n * c.oh * c.ow * c.co);
+  const dw = new Float64Array(w.length);
+  const dx = new Float64Array(x.length);
+  for (let b = 0; b < c.n; b++)
+    for (let oy = 0; oy < c.oh; oy++)
+      for (let ox = 0; ox < c.ow; ox++)
+        for (let o = 0; o < c.co; o++) {
+          const yi = ((b * c.oh + oy) * c.ow + ox) * c.co + o;
+          for (let ky = 0; ky < c.kh; ky++)
+            for (let kx = 0; kx < c.kw; kx++) {
+              const iy = oy * c.s + ky - c.pt;
+              const ix = ox * c.s + kx - c.pl;
+              if (iy < 0 || iy >= c.h || ix < 0 || ix >= c.w) continue;
+              for (let ch = 0; ch < c.ci; ch++) {
+                const xi = ((b * c.h + iy) * c.w + ix) * c.ci + ch;
+                const wi = ((ky * c.kw + kx) * c.ci + ch) * c.co + o;
+                y[yi] += x[xi] * w[wi];
+                dw[wi] += x[xi] * dy[yi];
+                dx[xi] += w[wi] * dy[yi];
+              }
+            }
+        }
+  return { y, dw, dx };
+}
+
+test("conv2d and both gradients equal the definition (padding, stride 2, 1x1, chunks of many images)", { skip }, () => {
+  const kernels = native!;
+  const cases: ConvCase[] = [
+    { n: 3, h: 7, w: 6, ci: 5, kh: 3, kw: 3, co: 4, s: 2, pt: 1, pl: 1, oh: 4, ow: 3 },
+    { n: 2, h: 5, w: 5, ci: 3, kh: 3, kw: 3, co: 2, s: 1, pt: 0, pl: 0, oh: 3, ow: 3 },
+    { n: 4, h: 6, w: 5, ci: 6, kh: 1, kw: 1, co: 7, s: 1, pt: 0, pl: 0, oh: 6, ow: 5 }, // a plain product
+    { n: 3, h: 8, w: 8, ci: 4, kh: 1, kw: 1, co: 3, s: 2, pt: 0, pl: 0, oh: 4, ow: 4 },
+    { n: 40, h: 4, w: 4, ci: 3, kh: 3, kw: 3, co: 5, s: 1, pt: 1, pl: 1, oh: 4, ow: 4 }, // several images a chunk
+    { n: 2, h: 9, w: 7, ci: 2, kh: 2, kw: 4, co: 3, s: 1, pt: 1, pl: 2, oh: 9, ow: 7 }, // uneven explicit pads
+  ];
+  cases.forEach((c, i) => {
+    const x = random(c.n * c.h * c.w * c.ci, 10 + i);
+    const w = random(c.kh * c.kw * c.ci * c.co, 20 + i);
+    const dy = random(c.n * c.oh * c.ow * c.co, 30 + i);
+    const ref = naiveConv(c, x, w, dy);
+    const y = new Float32Array(ref.y.length);
+    const dw = new Float32Array(w.length).fill(Number.NaN); // every element must be written
+    const dx = new Float32Array(x.length).fill(Number.NaN);
+    kernels.conv2d(x, w, y, ...convArgs(c));
+    kernels.conv2dFilterGrad(x, dy, dw, ...convArgs(c));
+    kernels.conv2dInputGrad(dy, w, dx, ...convArgs(c));
+    for (const [name, got, want] of [["y", y, ref.y], ["dw", dw, ref.dw], ["dx", dx, ref.dx]] as const) {
+      const e = relError(got, want);
+      assert.ok(e < 1e-5, `case ${i} ${name}: rel error ${e}`);
+    }
+  });
+});
+
+test("batch norm forward and backward equal Ioffe & Szegedy's alg. 1 computed in float64", { skip }, () => {
+  const kernels = native!;
+  const [m, c, eps] = [600, 5, 1e-5];
+  const x = random(m * c, 1).map((v, i) => v * (1 + (i % c)) + 4); // columns of different scales, off zero
+  const gamma = random(c, 2);
+  const beta = random(c, 3);
+  const dy = random(m * c, 4);
+  const mean = new Float64Array(c);
+  const variance = new Float64Array(c);
+  for (let i = 0; i < m * c; i++) mean[i % c] += x[i] / m;
+  for (let i = 0; i < m * c; i++) variance[i % c] += (x[i] - mean[i % c]) ** 2 / m;
+  const xHat = Float64Array.from(x, (v, i) => (v - mean[i % c]) / Math.sqrt(variance[i % c] + eps));
+  const dbeta = new Float64Array(c);
+  const dgamma = new Float64Array(c);
+  for (let i = 0; i < m * c; i++) {
+    dbeta[i % c] += dy[i];
+    dgamma[i % c] += dy[i] * xHat[i];
+  }
+  // dx = gamma / sqrt(var + eps) * (dy - mean(dy) - xHat * mean(dy * xHat)).
+  const dx = Float64Array.from(dy, (g, i) => (gamma[i % c] / Math.sqrt(variance[i % c] + eps)) * (g - dbeta[i % c] / m - (xHat[i] * dgamma[i % c]) / m));
+
+  const y = new Float32Array(m * c);
+  const gotMean = new Float32Array(c);
+  const gotVar = new Float32Array(c);
+  kernels.batchNormForward(x, gamma, beta, y, gotMean, gotVar, m, c, eps);
+  assert.ok(relError(gotMean, mean) < 1e-6 && relError(gotVar, variance) < 1e-6, "statistics");
+  assert.ok(relError(y, Float64Array.from(xHat, (v, i) => v * gamma[i % c] + beta[i % c])) < 1e-5, "y");
+  const [gotDx, gotDgamma, gotDbeta] = [new Float32Array(m * c), new Float32Array(c), new Float32Array(c)];
+  kernels.batchNormBackward(x, dy, gotMean, gotVar, gamma, gotDx, null, null, m, c, eps);
+  kernels.batchNormBackward(x, dy, gotMean, gotVar, gamma, null, gotDgamma, gotDbeta, m, c, eps);
+  assert.ok(relError(gotDx, dx) < 1e-4, `dx: ${relError(gotDx, dx)}`);
+  assert.ok(relError(gotDgamma, dgamma) < 1e-5 && relError(gotDbeta, dbeta) < 1e-5, "dgamma, dbeta");
+  // Without gamma/beta: y = xHat.
+  kernels.batchNormForward(x, null, null, y, gotMean, gotVar, m, c, eps);
+  assert.ok(relError(y, xHat) < 1e-5, "y without affine");
+});
+
+test("reluGrad passes dy where the output is positive, 0 elsewhere", { skip }, () => {
+  const dy = Float32Array.from([1, 2, 3, 4, 5]);
+  const y = Float32Array.from([0.5, 0, -0, 2, 1e-30]);
+  const dx = new Float32Array(5);
+  native!.reluGrad(dy, y, dx, 5);
+  assert.deepEqual([...dx], [1, 0, 0, 4, 5]);
+});
+
+test("the addon rejects wrong arguments with a message, not a crash", { skip }, () => {
+  const kernels = native!;
+  const a = new Float32Array(6);
+  assert.throws(() => kernels.gemm(a, a, new Float32Array(3), null, false, false, 1, 2, 2, 3, 6, 6), /c holds 3 floats, needs 4/);
+  assert.throws(() => kernels.gemm(new Float64Array(6) as unknown as Float32Array, a, a, null, false, false, 1, 2, 2, 3, 6, 6), /a must be a Float32Array/);
+  assert.throws(() => kernels.conv2d(a, a, a, 1, 2, 2, 1, 1, 1, 1, 0, 1, 0, 0, 2, 2), /sh must be an integer >= 1/);
+  assert.throws(() => (kernels.gemm as unknown as (...args: unknown[]) => void)(a, a), /expected 12 arguments, got 2/);
+});
+
+test("results are bitwise reproducible across runs (fixed work split)", { skip }, () => {
+  const kernels = native!;
+  const c: ConvCase = { n: 16, h: 12, w: 12, ci: 8, kh: 3, kw: 3, co: 16, s: 1, pt: 1, pl: 1, oh: 12, ow: 12 };
+  const x = random(c.n * c.h * c.w * c.ci, 5);
+  const dy = random(c.n * c.oh * c.ow * c.co, 6);
+  const run = () => {
+    const dw = new Float32Array(c.kh * c.kw * c.ci * c.co);
+    kernels.conv2dFilterGrad(x, dy, dw, ...convArgs(c));
+    return dw;
+  };
+  assert.deepEqual(run(), run());
+});
+
+test("on wasm: the native kernels are registered, described, and a train-mode BatchNorm + ReLU + conv step leaks nothing", { skip }, async () => {
+  const info = await initBackend("wasm");
+  await useBackend("wasm");
+  assert.ok(info.native?.startsWith("OpenBLAS"), `BackendInfo.native: ${info.native}`);
+  assert.match(describeBackend(info), /OpenBLAS .* kernels\)$/);
+  assert.equal(nativeKernelsActive(), true);
+  for (const name of [...nativeKernelNames, BATCH_NORM_FORWARD]) assert.ok(tf.getKernel(name, "wasm"), `${name} registered`);
+  const x = tf.randomNormal([4, 6, 6, 3], 0, 1, "float32", 1) as tf.Tensor4D;
+  const w = tf.variable(tf.randomNormal([3, 3, 3, 8], 0, 0.3, "float32", 2));
+  const gamma = tf.variable(tf.ones([8]));
+  const beta = tf.variable(tf.zeros([8]));
+  const step = () => {
+    const { value, grads } = tf.variableGrads(() => {
+      const h = fastOps.conv2d(x, w as unknown as tf.Tensor4D, 1, "same");
+      const { y, mean, variance } = fastOps.batchNormTrain(tf.reshape(h, [-1, 8]) as tf.Tensor2D, gamma as unknown as tf.Tensor1D, beta as unknown as tf.Tensor1D, 1e-5);
+      tf.dispose([mean, variance]);
+      return tf.sum(tf.square(fastOps.relu(y))) as tf.Scalar;
+    }, [w, gamma, beta] as unknown as tf.Variable[]);
+    tf.dispose([value, ...Object.values(grads)]);
+  };
+  step();
+  const before = tf.memory().numTensors;
+  for (let i = 0; i < 5; i++) step();
+  assert.equal(tf.memory().numTensors, before, "tensors leaked");
+  tf.dispose([x, w, gamma, beta]);
+});
