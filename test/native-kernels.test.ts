@@ -103,6 +103,10 @@ test("conv2d and both gradients equal the definition (padding, stride 2, 1x1, ch
     { n: 3, h: 8, w: 8, ci: 4, kh: 1, kw: 1, co: 3, s: 2, pt: 0, pl: 0, oh: 4, ow: 4 },
     { n: 40, h: 4, w: 4, ci: 3, kh: 3, kw: 3, co: 5, s: 1, pt: 1, pl: 1, oh: 4, ow: 4 }, // several images a chunk
     { n: 2, h: 9, w: 7, ci: 2, kh: 2, kw: 4, co: 3, s: 1, pt: 1, pl: 2, oh: 9, ow: 7 }, // uneven explicit pads
+    // >= 16 input channels at stride 1: dx as a forward conv with the flipped filter.
+    { n: 3, h: 6, w: 5, ci: 16, kh: 3, kw: 3, co: 4, s: 1, pt: 1, pl: 1, oh: 6, ow: 5 },
+    { n: 2, h: 7, w: 6, ci: 17, kh: 2, kw: 4, co: 3, s: 1, pt: 1, pl: 2, oh: 7, ow: 6 },
+    { n: 2, h: 7, w: 6, ci: 16, kh: 3, kw: 3, co: 5, s: 1, pt: 0, pl: 0, oh: 5, ow: 4 }, // valid
   ];
   cases.forEach((c, i) => {
     const x = random(c.n * c.h * c.w * c.ci, 10 + i);

@@ -11,6 +11,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { parseArgs } from "node:util";
 import { describeBackend, initBackend } from "./backend";
+import { loadNativeKernels } from "./backend/native-kernels";
 import { DATASET_NAMES, balancedSubset, loadDatasetByName, randomSubset } from "./data";
 import type { ImageDataset } from "./data/types";
 import { evaluateRepresentation } from "./eval";
@@ -277,6 +278,12 @@ export async function runTrain(argv: string[]): Promise<number> {
   const info = await initBackend(parsed.backend);
   const backend = describeBackend(info).replace(/^backend /, "");
   console.log(`sslkit: backend ${backend}`);
+  if (info.kind === "wasm" && !info.native && config.preset !== "smoke") {
+    console.warn(
+      `sslkit: warning: sslkit-native is not active (${loadNativeKernels().why}). wasm's own kernels train about 4x slower: ` +
+        `the ${config.preset} preset's timings in the README assume the native kernels.`,
+    );
+  }
   const { train: fullTrain, test: fullTest } = await loadCliDataset(config.dataset, parsed.dataDir);
   fs.mkdirSync(out, { recursive: true });
   fs.writeFileSync(path.join(out, "config.json"), JSON.stringify({ config, backend, argv }, null, 2) + "\n");

@@ -10,7 +10,6 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <cstdlib>
 #include <functional>
 #include <string>
 #include <thread>
@@ -124,13 +123,13 @@ void col2imAdd(const ConvShape& s, const float* dcol, int64_t b0, int64_t b1, fl
   }
 }
 
-// Images per im2col chunk: enough rows for an efficient product, a buffer of at most ~8 MB.
+// Images per im2col chunk: enough rows for an efficient product, a buffer of at most 8 MB.
 int64_t imagesPerChunk(const ConvShape& s) {
   const int64_t rows = std::max<int64_t>(1, s.outPixels());
-  static const int64_t kRows = getenv("SSLKIT_CHUNK_ROWS") ? atoll(getenv("SSLKIT_CHUNK_ROWS")) : 1024;
-  static const int64_t kFloats = getenv("SSLKIT_CHUNK_FLOATS") ? atoll(getenv("SSLKIT_CHUNK_FLOATS")) : (int64_t{2} << 20);
-  const int64_t byRows = std::max<int64_t>(1, kRows / rows);
-  const int64_t byBytes = std::max<int64_t>(1, kFloats / std::max<int64_t>(1, rows * s.patch()));
+  // 1,024 rows and 2M floats: within 10% of the best of 128-1,024 rows / 32k-2M floats measured
+  // on ResNet shapes (2 cores, OpenBLAS 0.3.21).
+  const int64_t byRows = std::max<int64_t>(1, 1024 / rows);
+  const int64_t byBytes = std::max<int64_t>(1, (int64_t{2} << 20) / std::max<int64_t>(1, rows * s.patch()));
   return std::min(byRows, byBytes);
 }
 
@@ -167,9 +166,21 @@ void conv2dFilterGrad(const ConvShape& s, const float* x, const float* dy, float
     for (int64_t i = 0; i < size; ++i) dw[i] += partial[static_cast<size_t>(p)][static_cast<size_t>(i)];
 }
 
-// dx = col2im(dy W^T).
+// dx = col2im(dy W^T); for stride 1, the forward convolution of dy with the spatially flipped,
+// in/out-swapped filter and pads K-1-p (dx[i] = sum_k dy[i + p - k] w[k]), which gathers instead
+// of scatter-adding: ~20% faster on ResNet shapes.
 void conv2dInputGrad(const ConvShape& s, const float* dy, const float* w, float* dx, int threads) {
   if (s.pointwise()) return gemmSplit(false, true, s.n * s.h * s.w, s.ci, s.co, dy, w, 0.0f, dx, threads);
+  if (s.sh == 1 && s.sw == 1 && s.pt <= s.kh - 1 && s.pl <= s.kw - 1 && s.ci >= 16) {  // (a few input channels: a thin product)
+    std::vector<float> flipped(static_cast<size_t>(s.patch() * s.co));
+    for (int64_t ky = 0; ky < s.kh; ++ky)
+      for (int64_t kx = 0; kx < s.kw; ++kx)
+        for (int64_t c = 0; c < s.ci; ++c)
+          for (int64_t o = 0; o < s.co; ++o)
+            flipped[static_cast<size_t>(((ky * s.kw + kx) * s.co + o) * s.ci + c)] = w[((s.kh - 1 - ky) * s.kw + (s.kw - 1 - kx)) * s.ci * s.co + c * s.co + o];
+    const ConvShape t{s.n, s.oh, s.ow, s.co, s.kh, s.kw, s.ci, 1, 1, s.kh - 1 - s.pt, s.kw - 1 - s.pl, s.h, s.w};
+    return conv2dForward(t, dy, flipped.data(), dx, threads);
+  }
   forEachChunk(s, threads, [&](int, int64_t b0, int64_t b1, float* dcol) {
     gemmSplit(false, true, (b1 - b0) * s.outPixels(), s.patch(), s.co, dy + b0 * s.outPixels() * s.co, w, 0.0f, dcol, 1);
     std::fill(dx + b0 * s.h * s.w * s.ci, dx + b1 * s.h * s.w * s.ci, 0.0f);

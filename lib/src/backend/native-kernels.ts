@@ -212,7 +212,7 @@ export function registerNativeKernels(threads: number): string | null {
     debug("native kernels off: %s", why);
     return null;
   }
-  native.setThreads(Math.max(1, Number(process.env.SSLKIT_NATIVE_THREADS) || threads));
+  native.setThreads(Math.max(1, threads));
   for (const [kernelName, run] of NATIVE_KERNELS) {
     const fallback = tf.getKernel(kernelName, "wasm");
     if (!fallback) throw new Error(`sslkit: no wasm kernel '${kernelName}' to fall back on (tfjs-backend-wasm changed?)`);
