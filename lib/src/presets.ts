@@ -96,8 +96,6 @@ const PRESETS: Record<PresetName, Overrides> = {
     epochs: 2,
     temperature: 0.05,
     batchSize: 128,
-    evalTrainSubset: 10000,
-    evalTestSubset: 10000,
     warmupEpochs: 0.1,
     checkpointEvery: 20,
     collapseEvery: 10,

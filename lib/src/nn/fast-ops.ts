@@ -12,6 +12,9 @@
  *   - broadcastTo: tfjs's (a Tile) has a gradient of one Slice + Add per repetition.
  *   - patchify / unpatchify / takeRows: ViT/MAE plumbing using only rank <= 4 transposes and a
  *     flat gather.
+ * With sslkit-native active (backend/native-kernels), products take their transposes as BLAS
+ * flags, conv2d's gradients and batchNormTrain run as native kernels, and relu's gradient is one
+ * pass; the formulations above remain the path on plain wasm.
  * Never train through tf.stridedSlice, tf.einsum or tf.depthToSpace (no gradient on any
  * backend), and keep transposes/slices at rank <= 4 (rank 5-6 are ~100x slower on wasm).
  */
