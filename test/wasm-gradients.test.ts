@@ -157,6 +157,7 @@ const rawOpCases: OpCase[] = [
   { name: "matMul transposeA and B, batched", inputs: [{ shape: [3, 5, 4] }, { shape: [3, 6, 5] }], f: (a, b) => tf.matMul(a, b, true, true) },
   // tfjs's BatchMatMul gradient does not reduce over a broadcast batch (on any backend): forward only.
   { name: "matMul batch broadcast (a batch 1)", inputs: [{ shape: [1, 4, 5] }, { shape: [3, 5, 6] }], f: (a, b) => tf.matMul(a, b), forwardOnly: true },
+  { name: "matMul outer batch broadcast [3,1] x [1,3]", inputs: [{ shape: [3, 1, 4, 5] }, { shape: [1, 3, 5, 2] }], f: (a, b) => tf.matMul(a, b), forwardOnly: true },
   { name: "matMul rank 4", inputs: [{ shape: [2, 3, 4, 5] }, { shape: [2, 3, 5, 2] }], f: (a, b) => tf.matMul(a, b) },
   { name: "matMul large (threaded split)", inputs: [{ shape: [300, 70] }, { shape: [70, 90] }], f: (a, b) => tf.matMul(a, b) },
   { name: "fused matMul + bias", inputs: [{ shape: [6, 5] }, { shape: [5, 7] }, { shape: [7] }], f: (a, b, c) => tf.fused.matMul({ a: a as tf.Tensor2D, b: b as tf.Tensor2D, bias: c }) },

@@ -70,7 +70,7 @@ const BASE: Omit<RunConfig, "method" | "preset"> = {
 
 const PRESETS: Record<PresetName, Overrides> = {
   // CI, <= 2 minutes end to end here: 1,024 images, one epoch at batch 64 (16 steps, ~40 s at
-  // ~26 img/s), evaluation on 2k labelled train / 1k test images.
+  // ~26 img/s on plain wasm, ~12 s with sslkit-native), evaluation on 2k labelled train / 1k test images.
   smoke: {
     epochs: 1,
     batchSize: 64,
@@ -82,16 +82,15 @@ const PRESETS: Record<PresetName, Overrides> = {
     collapseEvery: 4,
     probeEpochs: 20,
   },
-  // The README's main job, sized for <= 30 min on this 2-core machine (wasm backend): the
-  // PyTorch reference recipe (AdamW 1e-3 with cosine decay, crop 0.3-1 + flip +
-  // brightness/contrast, projection 512 -> 128) at batch 128 (batch 256 fits in the wasm heap
-  // since BatchNorm frees its intermediates, 3 GB peak RSS, but is no faster per image), 2 epochs
-  // over 18,432 images = 288 steps, 36,864 images seen (24.2 min measured at ~26 img/s, 26.9 min
-  // end to end), then k-NN and linear probe on 10k labelled train images and the full 10k test
-  // split (~3 min for the three encoders).
-  // tau 0.05, not the reference's 0.2: at this length a lower temperature gave a better k-NN
-  // (seed 0: tau 0.2 / 0.1 / 0.05 -> k-NN 79.2 / 79.9 / 80.5%, linear 84.3 / 84.9 / 84.2%; seed 1
-  // at 0.05: 79.3 / 84.0%), as in the SimCLR notebook's short temperature ablation.
+  // The README's main job, sized for <= 30 min on this 2-core machine (wasm backend with the
+  // sslkit-native OpenBLAS kernels): the PyTorch reference recipe (AdamW 1e-3 with cosine decay,
+  // crop 0.3-1 + flip + brightness/contrast, projection 512 -> 128) at batch 128, 2 epochs over
+  // all 60k train images = 936 steps (21.0 min measured at 94-103 img/s), then k-NN and linear
+  // probe on all 60k labelled train images and the 10k test split (6 min for the three
+  // encoders; 27.0 min end to end). Without the native kernels it takes about 4x as long.
+  // tau 0.05, not the reference's 0.2: on the earlier 37k-image preset a lower temperature gave
+  // a better k-NN (seed 0: tau 0.2 / 0.1 / 0.05 -> k-NN 79.2 / 79.9 / 80.5%, linear 84.3 / 84.9 /
+  // 84.2%), as in the SimCLR notebook's short temperature ablation.
   quick: {
     epochs: 2,
     temperature: 0.05,

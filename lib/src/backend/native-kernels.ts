@@ -85,12 +85,14 @@ function nativeMatMul(native: NativeKernels, args: KernelArgs, fused: boolean): 
   const kb = tb ? b.shape[br - 1] : b.shape[br - 2];
   const n = tb ? b.shape[br - 2] : b.shape[br - 1];
   if (k !== kb) return null; // let the wasm kernel raise tf's own error
-  const batchA = product(a.shape.slice(0, -2));
-  const batchB = product(b.shape.slice(0, -2));
-  if (batchA !== batchB && batchA !== 1 && batchB !== 1) return null;
   if (bias != null && (bias.dtype !== "float32" || product(bias.shape) !== n)) return null;
   const batchShape = tf.broadcast_util.assertAndGetBroadcastShape(a.shape.slice(0, -2), b.shape.slice(0, -2));
-  const batch = Math.max(batchA, batchB);
+  const batch = product(batchShape);
+  const batchA = product(a.shape.slice(0, -2));
+  const batchB = product(b.shape.slice(0, -2));
+  // Each operand either spans the whole output batch (then its batch axes equal the output's, in
+  // the same order) or is one matrix shared by all; a [3,1] x [1,3] outer broadcast is neither.
+  if ((batchA !== batch && batchA !== 1) || (batchB !== batch && batchB !== 1)) return null;
   const out = backend.makeOutput([...batchShape, m, n], "float32");
   if (batch * m * n === 0) return out;
   native.gemm(view(backend, a), view(backend, b), view(backend, out), bias ? view(backend, bias) : null, ta, tb, batch, m, n, k, batchA === 1 ? 0 : m * k, batchB === 1 ? 0 : k * n);
