@@ -1,10 +1,16 @@
-/** Row-major products and NHWC/HWIO convolutions (dilation 1) over Float32Arrays, split over `threads`. */
+/** Row-major products, NHWC/HWIO convolutions (dilation 1) and batch norm over Float32Arrays, split over `threads`. */
 export interface NativeKernels {
   /** c[batch, m, n] = op(a) op(b) (+ bias[n]); a batch stride of 0 broadcasts that operand. */
   gemm(a: Float32Array, b: Float32Array, c: Float32Array, bias: Float32Array | null, transposeA: boolean, transposeB: boolean, batch: number, m: number, n: number, k: number, aBatchStride: number, bBatchStride: number): void;
   conv2d(x: Float32Array, filter: Float32Array, y: Float32Array, ...shape: ConvShapeArgs): void;
   conv2dFilterGrad(x: Float32Array, dy: Float32Array, dw: Float32Array, ...shape: ConvShapeArgs): void;
   conv2dInputGrad(dy: Float32Array, filter: Float32Array, dx: Float32Array, ...shape: ConvShapeArgs): void;
+  /** Training-mode batch norm of x [m, c] over its rows: y, and the batch mean and biased variance. */
+  batchNormForward(x: Float32Array, gamma: Float32Array | null, beta: Float32Array | null, y: Float32Array, mean: Float32Array, variance: Float32Array, m: number, c: number, eps: number): void;
+  /** Its gradient; each of dx, dgamma, dbeta is computed only when given. */
+  batchNormBackward(x: Float32Array, dy: Float32Array, mean: Float32Array, variance: Float32Array, gamma: Float32Array | null, dx: Float32Array | null, dgamma: Float32Array | null, dbeta: Float32Array | null, m: number, c: number, eps: number): void;
+  /** dx = dy where y (ReLU's output) > 0, else 0. */
+  reluGrad(dy: Float32Array, y: Float32Array, dx: Float32Array, n: number): void;
   setThreads(threads: number): void;
   info(): { threads: number; blas: string };
 }

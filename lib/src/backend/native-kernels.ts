@@ -13,20 +13,11 @@
 import * as tf from "@tensorflow/tfjs-core";
 import type { BackendWasm } from "@tensorflow/tfjs-backend-wasm";
 import { debuglog } from "node:util";
+// Types only (erased at run time): the addon is loaded lazily and may be absent.
+import type { ConvShapeArgs, NativeKernels } from "sslkit-native";
 
 const debug = debuglog("sslkit");
 
-interface NativeKernels {
-  gemm(a: Float32Array, b: Float32Array, c: Float32Array, bias: Float32Array | null, transposeA: boolean, transposeB: boolean, batch: number, m: number, n: number, k: number, aBatchStride: number, bBatchStride: number): void;
-  conv2d(x: Float32Array, filter: Float32Array, y: Float32Array, ...shape: number[]): void;
-  conv2dFilterGrad(x: Float32Array, dy: Float32Array, dw: Float32Array, ...shape: number[]): void;
-  conv2dInputGrad(dy: Float32Array, filter: Float32Array, dx: Float32Array, ...shape: number[]): void;
-  batchNormForward(x: Float32Array, gamma: Float32Array | null, beta: Float32Array | null, y: Float32Array, mean: Float32Array, variance: Float32Array, m: number, c: number, eps: number): void;
-  batchNormBackward(x: Float32Array, dy: Float32Array, mean: Float32Array, variance: Float32Array, gamma: Float32Array | null, dx: Float32Array | null, dgamma: Float32Array | null, dbeta: Float32Array | null, m: number, c: number, eps: number): void;
-  reluGrad(dy: Float32Array, y: Float32Array, dx: Float32Array, n: number): void;
-  setThreads(threads: number): void;
-  info(): { threads: number; blas: string };
-}
 
 type KernelArgs = { inputs: tf.NamedTensorInfoMap; backend: unknown; attrs?: tf.NamedAttrMap };
 type KernelFunc = (args: KernelArgs) => tf.TensorInfo | tf.TensorInfo[];
@@ -107,7 +98,7 @@ function convInfo(xShape: Shape4, filterShape: Shape4, attrs: tf.NamedAttrMap): 
   return tf.backend_util.computeConv2DInfo(xShape, filterShape, attrs.strides as number | [number, number], 1, attrs.pad as "same", attrs.dimRoundingMode as "floor" | undefined, false, "channelsLast");
 }
 
-const shapeArgs = (c: tf.backend_util.Conv2DInfo): number[] => [
+const shapeArgs = (c: tf.backend_util.Conv2DInfo): ConvShapeArgs => [
   c.batchSize, c.inHeight, c.inWidth, c.inChannels, c.filterHeight, c.filterWidth, c.outChannels, c.strideHeight, c.strideWidth, c.padInfo.top, c.padInfo.left, c.outHeight, c.outWidth,
 ];
 
