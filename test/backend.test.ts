@@ -12,7 +12,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { MAX_WASM_THREADS } from "../lib/src/backend/wasm-threads";
 import { initBackend, describeBackend } from "../lib/src/backend";
-import { loadNativeKernels } from "../lib/src/backend/native-kernels";
+import { blasName, loadNativeKernels } from "../lib/src/backend/native-kernels";
 import * as tf from "@tensorflow/tfjs-core";
 
 const REPO = path.resolve(__dirname, "..");
@@ -195,7 +195,7 @@ initBackend("tensorflow").then(
 
 /** What describeBackend adds for sslkit-native's kernels when the addon is built here (", OpenBLAS 0.3.21 kernels"). */
 const native = loadNativeKernels().kernels;
-const NATIVE_SUFFIX = native ? `, ${native.info().blas.split(" ").slice(0, 2).join(" ")} kernels` : "";
+const NATIVE_SUFFIX = native ? `, ${blasName(native)} kernels` : "";
 
 test("no preference: wasm with one thread per core (here min(cores, 8)), idempotent, listeners removed, exits by itself", async () => {
   const report = parseReport(await children.auto);

@@ -222,6 +222,11 @@ export function registerNativeKernels(threads: number): string | null {
     kernelFunc[NATIVE_MARK] = true;
     tf.registerKernel({ kernelName, backendName: "wasm", kernelFunc });
   }
+  return blasName(native);
+}
+
+/** The BLAS behind the addon, as BackendInfo.native names it: "OpenBLAS 0.3.21". */
+export function blasName(native: NativeKernels): string {
   return native.info().blas.split(" ").slice(0, 2).join(" ");
 }
 
