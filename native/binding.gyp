@@ -2,7 +2,7 @@
   "targets": [
     {
       "target_name": "sslkit_native",
-      "sources": ["src/native.cc"],
+      "sources": ["src/native.cc", "src/winograd.cc"],
       "cflags_cc": ["-O3", "-march=native", "-std=c++17", "-fexceptions"],
       "cflags_cc!": ["-fno-exceptions"],
       "libraries": ["-lopenblas", "-lpthread"]

@@ -12,7 +12,9 @@ export interface NativeKernels {
   /** dx = dy where y (ReLU's output) > 0, else 0. */
   reluGrad(dy: Float32Array, y: Float32Array, dx: Float32Array, n: number): void;
   setThreads(threads: number): void;
-  info(): { threads: number; blas: string };
+  /** 3x3 stride-1 convolutions by Winograd F(m x m, 3x3): m = 4 (default; 2 on maps under 8x8), 2, or 0 for im2col. */
+  setWinograd(tile: 0 | 2 | 4): void;
+  info(): { threads: number; blas: string; winograd: number };
 }
 /** n, h, w, ci, kh, kw, co, strideH, strideW, padTop, padLeft, outH, outW */
 export type ConvShapeArgs = [number, number, number, number, number, number, number, number, number, number, number, number, number];

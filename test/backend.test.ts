@@ -32,7 +32,7 @@ interface ChildResult {
 }
 
 /** Variables of the parent that would change the child's choice. */
-const CLEARED_ENV = ["SSLKIT_BACKEND", "SSLKIT_THREADS", "SSLKIT_WASM_THREADS_FAULT", "NODE_DEBUG", "NODE_PATH"];
+const CLEARED_ENV = ["SSLKIT_BACKEND", "SSLKIT_THREADS", "SSLKIT_WASM_THREADS_FAULT", "SSLKIT_NATIVE", "SSLKIT_WINOGRAD", "NODE_DEBUG", "NODE_PATH"];
 
 // At most 3 children at once: each starts tfjs and up to 8 wasm worker threads on a small machine.
 let running = 0;
@@ -161,12 +161,14 @@ const children = {
   const onCpu = compute();
   report.relError = Object.fromEntries(Object.keys(onWasm).map((k) => [k, rel(onWasm[k], onCpu[k])]));
   report.backToWasm = (await initBackend("wasm")) === info && tf.getBackend() === "wasm";`),
-    { SSLKIT_THREADS: "2" },
+    { SSLKIT_THREADS: "2", SSLKIT_NATIVE: "0" }, // wasm's own threaded kernels (the native ones would take these ops)
   ),
+  nativeTwoThreads: runChild(reportScript(`report.wasmThreadsCount = require("@tensorflow/tfjs-backend-wasm").getThreadsCount();`), { SSLKIT_THREADS: "2" }),
   oneThread: runChild(reportScript(), { SSLKIT_THREADS: "1" }),
   threadFault: runChild(reportScript(`report.sum = tf.sum(tf.matMul(tf.ones([64, 64]), tf.ones([64, 64]))).dataSync()[0];`), {
     SSLKIT_THREADS: "2",
     SSLKIT_WASM_THREADS_FAULT: "worker",
+    SSLKIT_NATIVE: "0", // with the native kernels, wasm's own pool is not threaded (nothing to fall back from)
   }),
   uncaught: runChild(`
 const { initBackend } = require(${JSON.stringify(BACKEND_SOURCE)});
@@ -209,14 +211,24 @@ test("no preference: wasm with one thread per core (here min(cores, 8)), idempot
   assert.deepEqual(report.listenersAfter, report.listenersBefore, "emscripten's process listeners are removed");
 });
 
-test("SSLKIT_THREADS=2: matMul and conv2d on 2 wasm threads match the cpu backend", async () => {
+test("SSLKIT_THREADS=2 SSLKIT_NATIVE=0: matMul and conv2d on 2 wasm threads match the cpu backend", async () => {
   const report = parseReport(await children.twoThreads);
   assert.equal(report.info.threads, 2);
-  assert.equal(report.description, `backend wasm (simd, 2 threads${NATIVE_SUFFIX})`);
+  assert.equal(report.info.native, undefined);
+  assert.equal(report.description, "backend wasm (simd, 2 threads)");
   for (const [op, err] of Object.entries(report.relError as Record<string, number>)) {
     assert.ok(err <= 1e-4, `${op}: relative error ${err} against the cpu backend`);
   }
   assert.equal(report.backToWasm, true, "switching cpu -> wasm reuses the initialised wasm backend");
+});
+
+test("SSLKIT_THREADS=2 with sslkit-native: the native kernels on 2 threads, wasm's own pool on 1", { skip: native ? false : "sslkit-native is not built here" }, async () => {
+  const report = parseReport(await children.nativeTwoThreads);
+  assert.equal(report.info.threads, 2);
+  assert.equal(report.info.wasmThreads, 1);
+  assert.equal(report.wasmThreadsCount, 1, "tfjs-backend-wasm reports one thread");
+  assert.equal(report.info.native, NATIVE_SUFFIX.slice(2, -" kernels".length));
+  assert.equal(report.description, `backend wasm (simd, 2 threads${NATIVE_SUFFIX})`);
 });
 
 test("SSLKIT_THREADS=1: single-threaded wasm", async () => {

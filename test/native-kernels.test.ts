@@ -171,6 +171,56 @@ test("reluGrad passes dy where the output is positive, 0 elsewhere", { skip }, (
   assert.deepEqual([...dx], [1, 0, 0, 4, 5]);
 });
 
+test("3x3 stride-1 convolutions by Winograd F(4x4, 3x3) and F(2x2, 3x3) equal the definition (edges, pads, many blocks)", { skip }, () => {
+  const kernels = native!;
+  // Winograd needs >= 16 channels in and out; F(4x4) runs on maps of at least 8x8, F(2x2) below.
+  const cases: ConvCase[] = [
+    { n: 2, h: 9, w: 11, ci: 16, kh: 3, kw: 3, co: 24, s: 1, pt: 1, pl: 1, oh: 9, ow: 11 }, // sizes not a multiple of the tile
+    { n: 3, h: 8, w: 8, ci: 24, kh: 3, kw: 3, co: 16, s: 1, pt: 1, pl: 1, oh: 8, ow: 8 },
+    { n: 5, h: 4, w: 4, ci: 16, kh: 3, kw: 3, co: 16, s: 1, pt: 1, pl: 1, oh: 4, ow: 4 }, // small map: F(2x2)
+    { n: 2, h: 12, w: 7, ci: 16, kh: 3, kw: 3, co: 17, s: 1, pt: 0, pl: 0, oh: 10, ow: 5 }, // valid, odd channels
+    { n: 2, h: 10, w: 13, ci: 17, kh: 3, kw: 3, co: 16, s: 1, pt: 2, pl: 0, oh: 12, ow: 11 }, // uneven explicit pads
+    { n: 150, h: 8, w: 8, ci: 16, kh: 3, kw: 3, co: 16, s: 1, pt: 1, pl: 1, oh: 8, ow: 8 }, // several blocks a thread
+  ];
+  try {
+    for (const tile of [4, 2] as const) {
+      kernels.setWinograd(tile);
+      assert.equal(kernels.info().winograd, tile);
+      cases.forEach((c, i) => {
+        const x = random(c.n * c.h * c.w * c.ci, 40 + i);
+        const w = random(9 * c.ci * c.co, 50 + i);
+        const dy = random(c.n * c.oh * c.ow * c.co, 60 + i);
+        const ref = naiveConv(c, x, w, dy);
+        const y = new Float32Array(ref.y.length).fill(Number.NaN);
+        const dw = new Float32Array(w.length).fill(Number.NaN);
+        const dx = new Float32Array(x.length).fill(Number.NaN);
+        kernels.conv2d(x, w, y, ...convArgs(c));
+        kernels.conv2dFilterGrad(x, dy, dw, ...convArgs(c));
+        kernels.conv2dInputGrad(dy, w, dx, ...convArgs(c));
+        for (const [name, got, want] of [["y", y, ref.y], ["dw", dw, ref.dw], ["dx", dx, ref.dx]] as const) {
+          const e = relError(got, want);
+          // F(4x4)'s transforms scale values by up to 8 (error ~1e-6 here); F(2x2) is as exact as im2col.
+          assert.ok(e < (tile === 4 ? 2e-5 : 1e-5), `F(${tile}x${tile}) case ${i} ${name}: rel error ${e}`);
+        }
+      });
+    }
+    // The tile setting takes effect: the three algorithms round differently.
+    const c = cases[1];
+    const x = random(c.n * c.h * c.w * c.ci, 41);
+    const w = random(9 * c.ci * c.co, 51);
+    const outputs = ([4, 2, 0] as const).map((tile) => {
+      kernels.setWinograd(tile);
+      const y = new Float32Array(c.n * c.oh * c.ow * c.co);
+      kernels.conv2d(x, w, y, ...convArgs(c));
+      return Buffer.from(y.buffer).toString("base64");
+    });
+    assert.equal(new Set(outputs).size, 3, "F(4x4), F(2x2) and im2col give bitwise different results");
+    assert.throws(() => kernels.setWinograd(3 as 4), /tile must be 0, 2 or 4, got 3/);
+  } finally {
+    kernels.setWinograd(4);
+  }
+});
+
 test("the addon rejects wrong arguments with a message, not a crash", { skip }, () => {
   const kernels = native!;
   const a = new Float32Array(6);
@@ -182,15 +232,17 @@ test("the addon rejects wrong arguments with a message, not a crash", { skip }, 
 
 test("results are bitwise reproducible across runs (fixed work split)", { skip }, () => {
   const kernels = native!;
-  const c: ConvCase = { n: 16, h: 12, w: 12, ci: 8, kh: 3, kw: 3, co: 16, s: 1, pt: 1, pl: 1, oh: 12, ow: 12 };
+  const c: ConvCase = { n: 16, h: 12, w: 12, ci: 16, kh: 3, kw: 3, co: 16, s: 1, pt: 1, pl: 1, oh: 12, ow: 12 };
   const x = random(c.n * c.h * c.w * c.ci, 5);
   const dy = random(c.n * c.oh * c.ow * c.co, 6);
-  const run = () => {
-    const dw = new Float32Array(c.kh * c.kw * c.ci * c.co);
-    kernels.conv2dFilterGrad(x, dy, dw, ...convArgs(c));
+  const run = (ci: number) => {
+    const shape = { ...c, ci };
+    const dw = new Float32Array(c.kh * c.kw * ci * c.co);
+    kernels.conv2dFilterGrad(x.subarray(0, c.n * c.h * c.w * ci), dy, dw, ...convArgs(shape));
     return dw;
   };
-  assert.deepEqual(run(), run());
+  assert.deepEqual(run(8), run(8)); // im2col
+  assert.deepEqual(run(16), run(16)); // Winograd
 });
 
 test("on wasm: the native kernels are registered, described, and a train-mode BatchNorm + ReLU + conv step leaks nothing", { skip }, async () => {

@@ -6,6 +6,9 @@
 #include <node_api.h>
 #include <cblas.h>
 
+#include "common.h"
+#include "winograd.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -20,21 +23,10 @@ extern "C" char* openblas_get_config(void);
 
 namespace {
 
-int g_threads = std::max(1u, std::thread::hardware_concurrency());
+using sslkit::ConvShape;
+using sslkit::parallelFor;
 
-// Runs fn(part, begin, end) for `parts` contiguous slices of [0, n); slice 0 on the calling thread.
-void parallelFor(int64_t n, int parts, const std::function<void(int, int64_t, int64_t)>& fn) {
-  parts = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(parts, n)));
-  if (parts == 1) {
-    fn(0, 0, n);
-    return;
-  }
-  std::vector<std::thread> workers;
-  auto bounds = [&](int p) { return n * p / parts; };
-  for (int p = 1; p < parts; ++p) workers.emplace_back(fn, p, bounds(p), bounds(p + 1));
-  fn(0, 0, bounds(1));
-  for (auto& w : workers) w.join();
-}
+int g_threads = std::max(1u, std::thread::hardware_concurrency());
 
 // Below this many multiply-adds a product runs on one thread (thread start-up would dominate).
 constexpr double kMinParallelMacs = 2e5;
@@ -65,13 +57,6 @@ void gemmSplit(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* a
 
 // ------------------------------------------------------------------------------------------------
 // Convolutions (NHWC x, HWIO w, dilation 1)
-
-struct ConvShape {
-  int64_t n, h, w, ci, kh, kw, co, sh, sw, pt, pl, oh, ow;
-  int64_t patch() const { return kh * kw * ci; }     // im2col row length
-  int64_t outPixels() const { return oh * ow; }      // im2col rows per image
-  bool pointwise() const { return kh == 1 && kw == 1 && sh == 1 && sw == 1 && pt == 0 && pl == 0 && oh == h && ow == w; }
-};
 
 // Rows of im2col for images [b0, b1): col[(b, oy, ox), (ky, kx, c)] = x[b, oy*sh+ky-pt, ox*sw+kx-pl, c] or 0.
 void im2col(const ConvShape& s, const float* x, int64_t b0, int64_t b1, float* col) {
@@ -138,13 +123,14 @@ void forEachChunk(const ConvShape& s, int threads, const std::function<void(int,
   const int64_t chunk = imagesPerChunk(s);
   const int parts = static_cast<int>(std::min<int64_t>(threads, s.n));
   parallelFor(s.n, parts, [&](int part, int64_t b0, int64_t b1) {
-    std::vector<float> buf(static_cast<size_t>(std::min(chunk, b1 - b0) * s.outPixels() * s.patch()));
-    for (int64_t b = b0; b < b1; b += chunk) fn(part, b, std::min(b1, b + chunk), buf.data());
+    float* buf = sslkit::scratch(part, 0, static_cast<size_t>(std::min(chunk, b1 - b0) * s.outPixels() * s.patch()));
+    for (int64_t b = b0; b < b1; b += chunk) fn(part, b, std::min(b1, b + chunk), buf);
   });
 }
 
 void conv2dForward(const ConvShape& s, const float* x, const float* w, float* y, int threads) {
   if (s.pointwise()) return gemmSplit(false, false, s.n * s.h * s.w, s.co, s.ci, x, w, 0.0f, y, threads);
+  if (const int m = sslkit::winogradTileFor(s)) return sslkit::winogradConv2d(s, m, x, w, y, threads);
   forEachChunk(s, threads, [&](int, int64_t b0, int64_t b1, float* col) {
     im2col(s, x, b0, b1, col);
     gemmSplit(false, false, (b1 - b0) * s.outPixels(), s.co, s.patch(), col, w, 0.0f, y + b0 * s.outPixels() * s.co, 1);
@@ -154,6 +140,7 @@ void conv2dForward(const ConvShape& s, const float* x, const float* w, float* y,
 // dW[(ky,kx,c), o] = sum over images and output pixels of col^T dy: per-thread partial sums, added in thread order.
 void conv2dFilterGrad(const ConvShape& s, const float* x, const float* dy, float* dw, int threads) {
   if (s.pointwise()) return gemmSplit(true, false, s.ci, s.co, s.n * s.h * s.w, x, dy, 0.0f, dw, threads);
+  if (const int m = sslkit::winogradTileFor(s)) return sslkit::winogradFilterGrad(s, m, x, dy, dw, threads);
   const int64_t size = s.patch() * s.co;
   const int parts = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, s.n)));
   std::vector<std::vector<float>> partial(static_cast<size_t>(parts), std::vector<float>(static_cast<size_t>(size), 0.0f));
@@ -440,10 +427,22 @@ napi_value SetThreads(napi_env env, napi_callback_info info) {
   return undefinedValue(env);
 }
 
+// setWinograd(m): 3x3 stride-1 convolutions by Winograd F(m x m, 3x3), m = 4 (default) or 2; 0: im2col.
+napi_value SetWinograd(napi_env env, napi_callback_info info) {
+  Args g(env, info, 1);
+  const int64_t m = g.integer(0, "tile");
+  if (!g.failed && m != 0 && m != 2 && m != 4) g.fail("tile must be 0, 2 or 4, got " + std::to_string(m));
+  if (g.failed) return nullptr;
+  sslkit::setWinogradTile(static_cast<int>(m));
+  return undefinedValue(env);
+}
+
 napi_value Info(napi_env env, napi_callback_info) {
-  napi_value out, threads, blas;
+  napi_value out, threads, blas, winograd;
   napi_create_object(env, &out);
   napi_create_int32(env, g_threads, &threads);
+  napi_create_int32(env, sslkit::winogradTile(), &winograd);
+  napi_set_named_property(env, out, "winograd", winograd);
   napi_create_string_utf8(env, openblas_get_config(), NAPI_AUTO_LENGTH, &blas);
   napi_set_named_property(env, out, "threads", threads);
   napi_set_named_property(env, out, "blas", blas);
@@ -453,7 +452,7 @@ napi_value Info(napi_env env, napi_callback_info) {
 napi_value Init(napi_env env, napi_value exports) {
   openblas_set_num_threads(1);  // sslkit splits the work itself (deterministically)
   const std::pair<const char*, napi_callback> fns[] = {
-      {"gemm", Gemm}, {"conv2d", Conv<0>}, {"conv2dFilterGrad", Conv<1>}, {"conv2dInputGrad", Conv<2>}, {"batchNormForward", BatchNormForward}, {"batchNormBackward", BatchNormBackward}, {"reluGrad", ReluGrad}, {"setThreads", SetThreads}, {"info", Info},
+      {"gemm", Gemm}, {"conv2d", Conv<0>}, {"conv2dFilterGrad", Conv<1>}, {"conv2dInputGrad", Conv<2>}, {"batchNormForward", BatchNormForward}, {"batchNormBackward", BatchNormBackward}, {"reluGrad", ReluGrad}, {"setThreads", SetThreads}, {"setWinograd", SetWinograd}, {"info", Info},
   };
   for (const auto& [name, fn] : fns) {
     napi_value f;

@@ -24,7 +24,7 @@ import * as path from "node:path";
 import { spawnSync } from "node:child_process";
 import { debuglog } from "node:util";
 import { registerWasmTrainingKernels } from "./wasm-kernels";
-import { registerNativeKernels } from "./native-kernels";
+import { loadNativeKernels, registerNativeKernels } from "./native-kernels";
 import { initWasmBackend, requestedWasmThreads } from "./wasm-threads";
 
 export type BackendPreference = "tensorflow" | "tensorflow-gpu" | "tensorflow-cpu" | "wasm" | "cpu";
@@ -41,6 +41,12 @@ export interface BackendInfo {
   simd?: boolean;
   /** wasm only: the BLAS behind sslkit-native's matrix-product and convolution kernels, when they run. */
   native?: string;
+  /**
+   * wasm with `native` only: threads of wasm's own kernels (1). The native kernels run on `threads`;
+   * wasm's pool workers spin between ops and took CPU from them (SimCLR step 1.40 s with a 2-thread
+   * pool beside 2 native threads, 1.30 s with 1), and the ops left to wasm are light.
+   */
+  wasmThreads?: number;
 }
 
 const BACKEND_PREFERENCES: readonly BackendPreference[] = ["tensorflow", "tensorflow-gpu", "tensorflow-cpu", "wasm", "cpu"];
@@ -165,10 +171,12 @@ async function initCpu(): Promise<BackendInfo> {
 }
 
 async function initWasm(threads: number): Promise<BackendInfo> {
-  const result = await initWasmBackend(threads);
+  const withNative = loadNativeKernels().kernels !== null;
+  const result = await initWasmBackend(withNative ? 1 : threads);
   registerWasmTrainingKernels();
-  const native = registerNativeKernels(result.threads) ?? undefined; // after the training kernels: they are its fallback
-  return { name: "wasm", kind: "wasm", threads: result.threads, simd: result.simd, ...(native ? { native } : {}) };
+  const native = withNative ? registerNativeKernels(threads) : null; // after the training kernels: they are its fallback
+  if (!native) return { name: "wasm", kind: "wasm", threads: result.threads, simd: result.simd };
+  return { name: "wasm", kind: "wasm", threads, simd: result.simd, native, wasmThreads: result.threads };
 }
 
 // ---------------------------------------------------------------------------------------------

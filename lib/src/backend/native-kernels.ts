@@ -8,7 +8,8 @@
  * Measured on 2 cores: OpenBLAS sgemm 1024^3 runs at ~100 GFLOP/s against XNNPACK-in-wasm's ~31, and
  * transposed operands cost nothing (BLAS flags), so gradients need no explicit transposes.
  * Anything a native kernel does not cover (another dtype, a dilation, NCHW, a fused activation)
- * runs wasm's own kernel. SSLKIT_NATIVE=0 turns them off.
+ * runs wasm's own kernel. SSLKIT_NATIVE=0 turns them off. 3x3 stride-1 convolutions use Winograd
+ * F(4x4, 3x3) (F(2x2, 3x3) on maps under 8x8); SSLKIT_WINOGRAD=2 or 0 (im2col) picks another.
  */
 import * as tf from "@tensorflow/tfjs-core";
 import type { BackendWasm } from "@tensorflow/tfjs-backend-wasm";
@@ -206,6 +207,7 @@ export function registerNativeKernels(threads: number): string | null {
     return null;
   }
   native.setThreads(Math.max(1, threads));
+  native.setWinograd(winogradTileFromEnv());
   for (const [kernelName, run] of NATIVE_KERNELS) {
     const fallback = tf.getKernel(kernelName, "wasm");
     if (!fallback) throw new Error(`sslkit: no wasm kernel '${kernelName}' to fall back on (tfjs-backend-wasm changed?)`);
@@ -223,6 +225,14 @@ export function registerNativeKernels(threads: number): string | null {
     tf.registerKernel({ kernelName, backendName: "wasm", kernelFunc });
   }
   return blasName(native);
+}
+
+/** SSLKIT_WINOGRAD: the Winograd tile for 3x3 stride-1 convolutions, 4 (default), 2, or 0 (im2col). */
+function winogradTileFromEnv(): number {
+  const raw = process.env.SSLKIT_WINOGRAD;
+  if (raw === undefined || raw === "") return 4;
+  if (raw !== "0" && raw !== "2" && raw !== "4") throw new Error(`SSLKIT_WINOGRAD must be 0, 2 or 4, got '${raw}'`);
+  return Number(raw);
 }
 
 /** The BLAS behind the addon, as BackendInfo.native names it: "OpenBLAS 0.3.21". */
