@@ -9,6 +9,12 @@ export interface NativeKernels {
   batchNormForward(x: Float32Array, gamma: Float32Array | null, beta: Float32Array | null, y: Float32Array, mean: Float32Array, variance: Float32Array, m: number, c: number, eps: number): void;
   /** Its gradient; each of dx, dgamma, dbeta is computed only when given. */
   batchNormBackward(x: Float32Array, dy: Float32Array, mean: Float32Array, variance: Float32Array, gamma: Float32Array | null, dx: Float32Array | null, dgamma: Float32Array | null, dbeta: Float32Array | null, m: number, c: number, eps: number): void;
+  /** y[r, j] = x[r, j] * scale[j] + shift[j] for x [m, c] (eval-mode batch norm). */
+  channelAffine(x: Float32Array, scale: Float32Array, shift: Float32Array, y: Float32Array, m: number, c: number): void;
+  /** y = a + b, n values. */
+  add(a: Float32Array, b: Float32Array, y: Float32Array, n: number): void;
+  /** y = max(x, 0), n values. */
+  relu(x: Float32Array, y: Float32Array, n: number): void;
   /** dx = dy where y (ReLU's output) > 0, else 0. */
   reluGrad(dy: Float32Array, y: Float32Array, dx: Float32Array, n: number): void;
   setThreads(threads: number): void;

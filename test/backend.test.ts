@@ -164,6 +164,14 @@ const children = {
     { SSLKIT_THREADS: "2", SSLKIT_NATIVE: "0" }, // wasm's own threaded kernels (the native ones would take these ops)
   ),
   nativeTwoThreads: runChild(reportScript(`report.wasmThreadsCount = require("@tensorflow/tfjs-backend-wasm").getThreadsCount();`), { SSLKIT_THREADS: "2" }),
+  winogradTile2: runChild(reportScript(`report.winograd = require("sslkit-native").binding.info().winograd;`), { SSLKIT_WINOGRAD: "2" }),
+  winogradBogus: runChild(
+    `
+const { initBackend } = require(${JSON.stringify(BACKEND_SOURCE)});
+const outcome = (p) => p.then(() => null, (error) => error.message);
+(async () => console.log(JSON.stringify({ requested: await outcome(initBackend("wasm")), automatic: await outcome(initBackend()) })))();`,
+    { SSLKIT_WINOGRAD: "3" },
+  ),
   oneThread: runChild(reportScript(), { SSLKIT_THREADS: "1" }),
   threadFault: runChild(reportScript(`report.sum = tf.sum(tf.matMul(tf.ones([64, 64]), tf.ones([64, 64]))).dataSync()[0];`), {
     SSLKIT_THREADS: "2",
@@ -229,6 +237,13 @@ test("SSLKIT_THREADS=2 with sslkit-native: the native kernels on 2 threads, wasm
   assert.equal(report.wasmThreadsCount, 1, "tfjs-backend-wasm reports one thread");
   assert.equal(report.info.native, NATIVE_SUFFIX.slice(2, -" kernels".length));
   assert.equal(report.description, `backend wasm (simd, 2 threads${NATIVE_SUFFIX})`);
+});
+
+test("SSLKIT_WINOGRAD picks the native kernels' Winograd tile; a bad value is a clear error", { skip: native ? false : "sslkit-native is not built here" }, async () => {
+  assert.equal(parseReport(await children.winogradTile2).winograd, 2);
+  const bogus = parseReport(await children.winogradBogus);
+  assert.match(bogus.requested, /SSLKIT_WINOGRAD must be 0, 2 or 4 .*got "3"/);
+  assert.match(bogus.automatic, /SSLKIT_WINOGRAD must be 0, 2 or 4 .*got "3"/, "an error, not a fall-back to the cpu backend");
 });
 
 test("SSLKIT_THREADS=1: single-threaded wasm", async () => {

@@ -158,9 +158,34 @@ test("batch norm forward and backward equal Ioffe & Szegedy's alg. 1 computed in
   kernels.batchNormBackward(x, dy, gotMean, gotVar, gamma, null, gotDgamma, gotDbeta, m, c, eps);
   assert.ok(relError(gotDx, dx) < 1e-4, `dx: ${relError(gotDx, dx)}`);
   assert.ok(relError(gotDgamma, dgamma) < 1e-5 && relError(gotDbeta, dbeta) < 1e-5, "dgamma, dbeta");
+  const aloneDbeta = new Float32Array(c); // dbeta alone: the pass that reads dy only
+  kernels.batchNormBackward(x, dy, gotMean, gotVar, gamma, null, null, aloneDbeta, m, c, eps);
+  assert.deepEqual(aloneDbeta, gotDbeta);
   // Without gamma/beta: y = xHat.
   kernels.batchNormForward(x, null, null, y, gotMean, gotVar, m, c, eps);
   assert.ok(relError(y, xHat) < 1e-5, "y without affine");
+});
+
+test("channelAffine scales and shifts each channel (eval-mode batch norm)", { skip }, () => {
+  const kernels = native!;
+  const [m, c] = [70000, 7]; // enough rows for several threads
+  const x = random(m * c, 3);
+  const scale = random(c, 4);
+  const shift = random(c, 5);
+  const y = new Float32Array(m * c).fill(Number.NaN);
+  kernels.channelAffine(x, scale, shift, y, m, c);
+  assert.ok(relError(y, Float64Array.from(x, (v, i) => v * scale[i % c] + shift[i % c])) < 1e-6);
+});
+
+test("add and relu, element by element over several threads", { skip }, () => {
+  const kernels = native!;
+  const n = 300001;
+  const [a, b] = [random(n, 6), random(n, 7)];
+  const [sum, relu] = [new Float32Array(n).fill(Number.NaN), new Float32Array(n).fill(Number.NaN)];
+  kernels.add(a, b, sum, n);
+  kernels.relu(a, relu, n);
+  assert.deepEqual(sum, Float32Array.from(a, (v, i) => v + b[i]));
+  assert.deepEqual(relu, Float32Array.from(a, (v) => Math.max(v, 0)));
 });
 
 test("reluGrad passes dy where the output is positive, 0 elsewhere", { skip }, () => {

@@ -255,6 +255,10 @@ const fastOpCases: OpCase[] = [
   { name: "fastOps.gelu wide range (tails of exp(-x^2/2))", inputs: [{ shape: [17], values: [-9, -6, -4, -3, -2, -1, -0.5, -0.1, 0, 0.1, 0.5, 1, 2, 3, 4, 6, 9] }], f: (x) => fastOps.gelu(x) },
   { name: "fastOps.gelu", inputs: [{ shape: [5, 9] }], f: (x) => fastOps.gelu(x) },
   { name: "fastOps.relu", inputs: [{ shape: [5, 9] }], f: (x) => fastOps.relu(x) },
+  // >= 65,536 values, same shape: sslkit-native's Add and Relu (when built).
+  { name: "tf.add, large, same shape", inputs: [{ shape: [260, 256] }, { shape: [260, 256] }], f: (a, b) => tf.add(a, b) },
+  { name: "tf.relu, large", inputs: [{ shape: [260, 256] }], f: (x) => tf.relu(x) },
+  { name: "fastOps.channelAffine (eval-mode BatchNorm)", inputs: [{ shape: [3, 4, 5, 6] }, { shape: [6] }, { shape: [6] }], f: (x, a, b) => fastOps.channelAffine(x, a as tf.Tensor1D, b as tf.Tensor1D) },
   {
     name: "fastOps.batchNormTrain with gamma, beta",
     inputs: [{ shape: [40, 6] }, { shape: [6], dist: "positive" }, { shape: [6] }],

@@ -36,7 +36,9 @@ namespace sslkit {
 
 // Scratch buffers kept between calls, one set per thread part, so that large buffers are not
 // mapped (and page-faulted) afresh on every call. Calls come from the one JS thread, so no two
-// calls use the pool at once; within a call each part touches only its own slots.
+// calls use the pool at once; within a call each part touches only its own slots. Slots: 0 and 1
+// a part's block buffers (im2col columns; Winograd's transformed tiles), 2 its filter-gradient
+// sums, 3 (part 0, the calling thread) the transformed filter.
 inline float* scratch(int part, int slot, size_t floats) {
   constexpr int kSlots = 4;
   static std::vector<std::vector<float>> pool(256 * kSlots);

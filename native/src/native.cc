@@ -1,6 +1,7 @@
-// sslkit-native: OpenBLAS matrix products and im2col convolutions over Float32Arrays (on the tfjs
-// wasm backend, views of the wasm heap), so that a machine without libtensorflow still trains at
-// native BLAS speed. Row-major throughout; convolutions are NHWC with HWIO filters, dilation 1.
+// sslkit-native: OpenBLAS matrix products and convolutions (Winograd for 3x3 stride 1, see
+// winograd.cc; im2col otherwise) over Float32Arrays (on the tfjs wasm backend, views of the wasm
+// heap), so that a machine without libtensorflow still trains at native BLAS speed. Row-major
+// throughout; convolutions are NHWC with HWIO filters, dilation 1.
 // Work is split over `threads` std::threads, each calling single-threaded OpenBLAS on its own
 // rows, images or columns: a fixed split, so results do not depend on timing (a seed reproduces).
 #include <node_api.h>
@@ -221,13 +222,17 @@ void batchNormForward(const float* x, const float* gamma, const float* beta, flo
 
 // dbeta = sum(dy), dgamma = sum(dy xHat), dx = gamma invStd (dy - dbeta/M - xHat dgamma/M); any output may be null.
 void batchNormBackward(const float* x, const float* dy, const float* mean, const float* variance, const float* gamma, float* dx, float* dgamma, float* dbeta, int64_t m, int64_t c, float eps, int threads) {
-  const std::vector<double> sums = columnSums2(m, c, threads, [&](int64_t r, double* sDy, double* sDyX) {
+  // dbeta alone needs only dy: half the memory traffic of the pass.
+  const std::vector<double> sums = (dx || dgamma) ? columnSums2(m, c, threads, [&](int64_t r, double* sDy, double* sDyX) {
     const float* xr = x + r * c;
     const float* dyr = dy + r * c;
     for (int64_t j = 0; j < c; ++j) {
       sDy[j] += dyr[j];
       sDyX[j] += static_cast<double>(dyr[j]) * (xr[j] - mean[j]);
     }
+  }) : columnSums2(m, c, threads, [&](int64_t r, double* sDy, double*) {
+    const float* dyr = dy + r * c;
+    for (int64_t j = 0; j < c; ++j) sDy[j] += dyr[j];
   });
   std::vector<float> invStd(static_cast<size_t>(c)), a(static_cast<size_t>(c)), b(static_cast<size_t>(c)), k(static_cast<size_t>(c));
   for (int64_t j = 0; j < c; ++j) {
@@ -402,6 +407,12 @@ napi_value BatchNormBackward(napi_env env, napi_callback_info info) {
   return undefinedValue(env);
 }
 
+// Element-wise kernels over n floats, split over threads in blocks of at least 64k values.
+template <typename Body>
+void elementwise(int64_t n, Body body) {
+  parallelFor(n, static_cast<int>(std::min<int64_t>(g_threads, std::max<int64_t>(1, n / 65536))), [&](int, int64_t i0, int64_t i1) { body(i0, i1); });
+}
+
 // reluGrad(dy, y, dx, n): dx = dy where y > 0, else 0 (y is relu's output).
 napi_value ReluGrad(napi_env env, napi_callback_info info) {
   Args g(env, info, 4);
@@ -410,11 +421,54 @@ napi_value ReluGrad(napi_env env, napi_callback_info info) {
   const float* y = g.floats(1, n, "y");
   float* dx = g.floats(2, n, "dx");
   if (g.failed) return nullptr;
-  parallelFor(n, static_cast<int>(std::min<int64_t>(g_threads, std::max<int64_t>(1, n / 65536))), [&](int, int64_t i0, int64_t i1) {
+  elementwise(n, [&](int64_t i0, int64_t i1) {
     const float* __restrict dyp = dy + i0;
     const float* __restrict yp = y + i0;
     float* __restrict dxp = dx + i0;
     for (int64_t i = 0; i < i1 - i0; ++i) dxp[i] = yp[i] > 0.0f ? dyp[i] : 0.0f;  // branch-free (vector blend)
+  });
+  return undefinedValue(env);
+}
+
+// add(a, b, y, n): y = a + b (same shapes).
+napi_value Add(napi_env env, napi_callback_info info) {
+  Args g(env, info, 4);
+  const int64_t n = g.integer(3, "n");
+  const float* a = g.floats(0, n, "a");
+  const float* b = g.floats(1, n, "b");
+  float* y = g.floats(2, n, "y");
+  if (g.failed) return nullptr;
+  elementwise(n, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) y[i] = a[i] + b[i];
+  });
+  return undefinedValue(env);
+}
+
+// relu(x, y, n): y = max(x, 0).
+napi_value Relu(napi_env env, napi_callback_info info) {
+  Args g(env, info, 3);
+  const int64_t n = g.integer(2, "n");
+  const float* x = g.floats(0, n, "x");
+  float* y = g.floats(1, n, "y");
+  if (g.failed) return nullptr;
+  elementwise(n, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+  });
+  return undefinedValue(env);
+}
+
+// channelAffine(x, scale, shift, y, m, c): y[r, j] = x[r, j] scale[j] + shift[j] (eval-mode batch norm).
+napi_value ChannelAffine(napi_env env, napi_callback_info info) {
+  Args g(env, info, 6);
+  const int64_t m = g.integer(4, "m"), c = g.integer(5, "c", 1);
+  const float* x = g.floats(0, m * c, "x");
+  const float* scale = g.floats(1, c, "scale");
+  const float* shift = g.floats(2, c, "shift");
+  float* y = g.floats(3, m * c, "y");
+  if (g.failed) return nullptr;
+  elementwise(m, [&](int64_t r0, int64_t r1) {  // (rows of c values)
+    for (int64_t r = r0; r < r1; ++r)
+      for (int64_t j = 0; j < c; ++j) y[r * c + j] = x[r * c + j] * scale[j] + shift[j];
   });
   return undefinedValue(env);
 }
@@ -452,7 +506,7 @@ napi_value Info(napi_env env, napi_callback_info) {
 napi_value Init(napi_env env, napi_value exports) {
   openblas_set_num_threads(1);  // sslkit splits the work itself (deterministically)
   const std::pair<const char*, napi_callback> fns[] = {
-      {"gemm", Gemm}, {"conv2d", Conv<0>}, {"conv2dFilterGrad", Conv<1>}, {"conv2dInputGrad", Conv<2>}, {"batchNormForward", BatchNormForward}, {"batchNormBackward", BatchNormBackward}, {"reluGrad", ReluGrad}, {"setThreads", SetThreads}, {"setWinograd", SetWinograd}, {"info", Info},
+      {"gemm", Gemm}, {"conv2d", Conv<0>}, {"conv2dFilterGrad", Conv<1>}, {"conv2dInputGrad", Conv<2>}, {"batchNormForward", BatchNormForward}, {"batchNormBackward", BatchNormBackward}, {"reluGrad", ReluGrad}, {"channelAffine", ChannelAffine}, {"add", Add}, {"relu", Relu}, {"setThreads", SetThreads}, {"setWinograd", SetWinograd}, {"info", Info},
   };
   for (const auto& [name, fn] : fns) {
     napi_value f;

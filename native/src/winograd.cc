@@ -177,18 +177,18 @@ void inputTransform(const ConvShape& s, const Tiling& tl, const float* x, int64_
   }
 }
 
-// U[p, c, o] = (G g G^T)[p] for the HWIO filter w.
+// U[p, c, o] = (G g G^T)[p] for the HWIO filter w (in a scratch buffer of the calling thread).
 template <typename F>
-std::vector<float> filterTransform(const ConvShape& s, const float* w) {
+const float* filterTransform(const ConvShape& s, const float* w) {
   constexpr int a = F::a;
   const int64_t n = s.ci * s.co;
-  std::vector<float> u(static_cast<size_t>(a * a * n));
+  float* u = scratch(0, 3, static_cast<size_t>(a * a * n));
   for (int64_t k = 0; k < n; ++k) {
     float g[9], gg[a * 3], r[a * a];
     for (int q = 0; q < 9; ++q) g[q] = w[q * n + k];
     for (int j = 0; j < 3; ++j) apply<false>(F::G, g + j, 3, gg + j, 3);  // G g
     for (int i = 0; i < a; ++i) apply<false>(F::G, gg + i * 3, 1, r + i * a, 1);  // (G g) G^T
-    for (int p = 0; p < a * a; ++p) u[static_cast<size_t>(p * n + k)] = r[p];
+    for (int p = 0; p < a * a; ++p) u[p * n + k] = r[p];
   }
   return u;
 }
@@ -208,15 +208,16 @@ template <typename F>
 void conv2d(const ConvShape& s, const float* x, const float* w, float* y, int threads) {
   constexpr int m = F::m, a = F::a;
   const Tiling tl(s, m, a, 16);  // the products' outer dimension is the block
-  const std::vector<float> u = filterTransform<F>(s, w), zeros(static_cast<size_t>(s.ci), 0.0f);
+  const float* u = filterTransform<F>(s, w);
+  const std::vector<float> zeros(static_cast<size_t>(s.ci), 0.0f);
   const int64_t ci = s.ci, co = s.co;
   const size_t vFloats = static_cast<size_t>(a * a * tl.block * ci), mFloats = static_cast<size_t>(a * a * tl.block * co + m * m * co);
   forEachBlock(tl, partsFor(tl, threads), vFloats, mFloats, [&](int, int64_t t0, int64_t count, float* v, float* mm) {
     inputTransform<F>(s, tl, x, t0, count, zeros.data(), v);
     for (int p = 0; p < a * a; ++p)  // M[p] = V[p] U[p]
-      if (useSmallGemm(s)) smallGemm(count, co, ci, v + p * count * ci, u.data() + p * ci * co, mm + p * count * co);
+      if (useSmallGemm(s)) smallGemm(count, co, ci, v + p * count * ci, u + p * ci * co, mm + p * count * co);
       else cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(count), static_cast<int>(co), static_cast<int>(ci), 1.0f, v + p * count * ci,
-                  static_cast<int>(ci), u.data() + p * ci * co, static_cast<int>(co), 0.0f, mm + p * count * co, static_cast<int>(co));
+                  static_cast<int>(ci), u + p * ci * co, static_cast<int>(co), 0.0f, mm + p * count * co, static_cast<int>(co));
     float* pastEdge = mm + a * a * count * co;  // outputs beyond the image (sizes not a multiple of m)
     const int64_t pstride = count * co;
     for (int64_t t = 0; t < count; ++t) {

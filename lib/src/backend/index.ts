@@ -24,7 +24,7 @@ import * as path from "node:path";
 import { spawnSync } from "node:child_process";
 import { debuglog } from "node:util";
 import { registerWasmTrainingKernels } from "./wasm-kernels";
-import { loadNativeKernels, registerNativeKernels } from "./native-kernels";
+import { loadNativeKernels, registerNativeKernels, requestedWinogradTile } from "./native-kernels";
 import { initWasmBackend, requestedWasmThreads } from "./wasm-threads";
 
 export type BackendPreference = "tensorflow" | "tensorflow-gpu" | "tensorflow-cpu" | "wasm" | "cpu";
@@ -127,9 +127,11 @@ async function initAutomatic(): Promise<BackendInfo> {
   const tensorflow = await tryTensorflow("any");
   if (tensorflow.info) return tensorflow.info;
   for (const reason of tensorflow.skipped) debug("skipping tensorflow: %s", reason);
-  const threads = requestedWasmThreads(); // a bad SSLKIT_THREADS is an error, not a reason to fall back
+  // A bad SSLKIT_THREADS or SSLKIT_WINOGRAD is an error, not a reason to fall back.
+  const threads = requestedWasmThreads();
+  const winogradTile = requestedWinogradTile();
   try {
-    return await initWasm(threads);
+    return await initWasm(threads, winogradTile);
   } catch (error) {
     console.warn(`sslkit: wasm backend failed to load (${errorMessage(error)}); using the plain JavaScript cpu backend.`);
   }
@@ -140,8 +142,9 @@ async function initRequested(choice: BackendPreference, source: string): Promise
   if (choice === "cpu") return initCpu();
   if (choice === "wasm") {
     const threads = requestedWasmThreads();
+    const winogradTile = requestedWinogradTile();
     try {
-      return await initWasm(threads);
+      return await initWasm(threads, winogradTile);
     } catch (error) {
       throw new Error(
         `sslkit: the wasm backend was requested (${source}) but failed to load: ${errorMessage(error)}. ` +
@@ -170,11 +173,11 @@ async function initCpu(): Promise<BackendInfo> {
   return { name: "cpu", kind: "cpu", threads: 1 };
 }
 
-async function initWasm(threads: number): Promise<BackendInfo> {
+async function initWasm(threads: number, winogradTile: 0 | 2 | 4): Promise<BackendInfo> {
   const withNative = loadNativeKernels().kernels !== null;
   const result = await initWasmBackend(withNative ? 1 : threads);
   registerWasmTrainingKernels();
-  const native = withNative ? registerNativeKernels(threads) : null; // after the training kernels: they are its fallback
+  const native = withNative ? registerNativeKernels(threads, winogradTile) : null; // after the training kernels: they are its fallback
   if (!native) return { name: "wasm", kind: "wasm", threads: result.threads, simd: result.simd };
   return { name: "wasm", kind: "wasm", threads, simd: result.simd, native, wasmThreads: result.threads };
 }

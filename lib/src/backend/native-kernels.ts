@@ -3,6 +3,7 @@
  * against OpenBLAS where a compiler and libopenblas are present). They replace wasm's matrix
  * products and convolutions, reading and writing tensors in place on the wasm heap:
  *   BatchMatMul, _FusedMatMul (linear activation), Conv2D, Conv2DBackpropFilter, Conv2DBackpropInput,
+ *   and (on large same-shape float32 tensors, multi-threaded where wasm's pool has one thread) Add, Relu,
  * and adds a fused training-mode batch norm and its gradient (two passes over the data each,
  * where the op-by-op formula took ~10 element-wise kernels) and a one-pass ReLU gradient.
  * Measured on 2 cores: OpenBLAS sgemm 1024^3 runs at ~100 GFLOP/s against XNNPACK-in-wasm's ~31, and
@@ -151,17 +152,18 @@ function nativeBatchNormForward(native: NativeKernels, { inputs, backend, attrs 
   return [y, mean, variance];
 }
 
-/** Its gradient: [dx] when attrs.want is "x", [dgamma, dbeta] when "params". */
+/** Its gradient with respect to attrs.want: "x" -> [dx], "gamma" -> [dgamma], "beta" -> [dbeta] (a pass over dy alone). */
 function nativeBatchNormBackward(native: NativeKernels, { inputs, backend, attrs }: KernelArgs): tf.TensorInfo[] {
   const { x, dy, mean, variance, gamma } = inputs as Record<string, tf.TensorInfo | undefined>;
   if (!x || !dy || !mean || !variance || x.shape.length !== 2 || dy.shape.join() !== x.shape.join()) throw new Error(`${BATCH_NORM_BACKWARD}: needs x and dy [M, C], mean and variance [C]`);
+  const want = attrs?.want;
+  if (want !== "x" && want !== "gamma" && want !== "beta") throw new Error(`${BATCH_NORM_BACKWARD}: attrs.want must be "x", "gamma" or "beta", got ${String(want)}`);
   const [m, c] = x.shape;
   const wasm = backend as BackendWasm;
-  const wantX = attrs?.want === "x";
-  const outs = wantX ? [wasm.makeOutput([m, c], "float32")] : [wasm.makeOutput([c], "float32"), wasm.makeOutput([c], "float32")];
-  const [o0, o1] = outs.map((o) => view(wasm, o));
-  native.batchNormBackward(view(wasm, x), view(wasm, dy), view(wasm, mean), view(wasm, variance), gamma ? view(wasm, gamma) : null, wantX ? o0 : null, wantX ? null : o0, wantX ? null : o1, m, c, (attrs?.eps as number) ?? 1e-5);
-  return outs;
+  const out = wasm.makeOutput(want === "x" ? [m, c] : [c], "float32");
+  const o = view(wasm, out);
+  native.batchNormBackward(view(wasm, x), view(wasm, dy), view(wasm, mean), view(wasm, variance), gamma ? view(wasm, gamma) : null, want === "x" ? o : null, want === "gamma" ? o : null, want === "beta" ? o : null, m, c, (attrs?.eps as number) ?? 1e-5);
+  return [out];
 }
 
 /** ReLU's gradient from its output: dy where y > 0 (one pass; tf's is Step, Cast and Multiply). */
@@ -174,14 +176,51 @@ function nativeReluGrad(native: NativeKernels, { inputs, backend }: KernelArgs):
   return [dx];
 }
 
+/** Below this many values an element-wise kernel stays on wasm (the call costs more than the pass). */
+const MIN_NATIVE_ELEMENTWISE = 65536;
+
+/** Add of two float32 tensors of one shape (the residual sums and the engine's gradient sums); else null. */
+function nativeAdd(native: NativeKernels, { inputs, backend }: KernelArgs): tf.TensorInfo | null {
+  const { a, b } = inputs as Record<string, tf.TensorInfo | undefined>;
+  if (a?.dtype !== "float32" || b?.dtype !== "float32" || a.shape.join() !== b.shape.join() || product(a.shape) < MIN_NATIVE_ELEMENTWISE) return null;
+  const wasm = backend as BackendWasm;
+  const y = wasm.makeOutput(a.shape, "float32");
+  native.add(view(wasm, a), view(wasm, b), view(wasm, y), product(a.shape));
+  return y;
+}
+
+function nativeRelu(native: NativeKernels, { inputs, backend }: KernelArgs): tf.TensorInfo | null {
+  const { x } = inputs as Record<string, tf.TensorInfo | undefined>;
+  if (x?.dtype !== "float32" || product(x.shape) < MIN_NATIVE_ELEMENTWISE) return null;
+  const wasm = backend as BackendWasm;
+  const y = wasm.makeOutput(x.shape, "float32");
+  native.relu(view(wasm, x), view(wasm, y), product(x.shape));
+  return y;
+}
+
+/** x * scale + shift over x's last axis (scale, shift [C]): eval-mode BatchNorm in one pass. */
+function nativeChannelAffine(native: NativeKernels, { inputs, backend }: KernelArgs): tf.TensorInfo[] {
+  const { x, scale, shift } = inputs as Record<string, tf.TensorInfo | undefined>;
+  const c = x?.shape[x.shape.length - 1];
+  if (!x || !scale || !shift || x.dtype !== "float32" || scale.shape.join() !== `${c}` || shift.shape.join() !== `${c}`) {
+    throw new Error(`${CHANNEL_AFFINE}: needs float32 x [..., C] and scale, shift [C]`);
+  }
+  const wasm = backend as BackendWasm;
+  const y = wasm.makeOutput(x.shape, "float32");
+  native.channelAffine(view(wasm, x), view(wasm, scale), view(wasm, shift), view(wasm, y), product(x.shape) / (c as number), c as number);
+  return [y];
+}
+
 /** Kernels only sslkit-native provides (run through tf.engine().runKernel by nn/fast-ops). */
 export const BATCH_NORM_FORWARD = "SslkitBatchNormForward";
 export const BATCH_NORM_BACKWARD = "SslkitBatchNormBackward";
 export const RELU_GRAD = "SslkitReluGrad";
+export const CHANNEL_AFFINE = "SslkitChannelAffine";
 const NATIVE_ONLY_KERNELS: ReadonlyArray<[string, (native: NativeKernels, args: KernelArgs) => tf.TensorInfo[]]> = [
   [BATCH_NORM_FORWARD, nativeBatchNormForward],
   [BATCH_NORM_BACKWARD, nativeBatchNormBackward],
   [RELU_GRAD, nativeReluGrad],
+  [CHANNEL_AFFINE, nativeChannelAffine],
 ];
 
 const NATIVE_KERNELS: ReadonlyArray<[string, (native: NativeKernels, args: KernelArgs) => tf.TensorInfo | null]> = [
@@ -190,6 +229,8 @@ const NATIVE_KERNELS: ReadonlyArray<[string, (native: NativeKernels, args: Kerne
   ["Conv2D", nativeConv2d],
   ["Conv2DBackpropFilter", nativeConv2dFilterGrad],
   ["Conv2DBackpropInput", nativeConv2dInputGrad],
+  ["Add", nativeAdd],
+  ["Relu", nativeRelu],
 ];
 
 /** Kernel names the native path replaces on wasm. */
@@ -200,14 +241,14 @@ export const nativeKernelNames: readonly string[] = NATIVE_KERNELS.map(([name]) 
  * sslkit's training kernels), which stays the fallback. Returns the BLAS in use, or null (with
  * the reason logged under NODE_DEBUG=sslkit) when the addon is unavailable.
  */
-export function registerNativeKernels(threads: number): string | null {
+export function registerNativeKernels(threads: number, winogradTile: 0 | 2 | 4 = 4): string | null {
   const { kernels: native, why } = loadNativeKernels();
   if (!native) {
     debug("native kernels off: %s", why);
     return null;
   }
   native.setThreads(Math.max(1, threads));
-  native.setWinograd(winogradTileFromEnv());
+  native.setWinograd(winogradTile);
   for (const [kernelName, run] of NATIVE_KERNELS) {
     const fallback = tf.getKernel(kernelName, "wasm");
     if (!fallback) throw new Error(`sslkit: no wasm kernel '${kernelName}' to fall back on (tfjs-backend-wasm changed?)`);
@@ -228,11 +269,11 @@ export function registerNativeKernels(threads: number): string | null {
 }
 
 /** SSLKIT_WINOGRAD: the Winograd tile for 3x3 stride-1 convolutions, 4 (default), 2, or 0 (im2col). */
-function winogradTileFromEnv(): number {
-  const raw = process.env.SSLKIT_WINOGRAD;
+export function requestedWinogradTile(): 0 | 2 | 4 {
+  const raw = process.env.SSLKIT_WINOGRAD?.trim();
   if (raw === undefined || raw === "") return 4;
-  if (raw !== "0" && raw !== "2" && raw !== "4") throw new Error(`SSLKIT_WINOGRAD must be 0, 2 or 4, got '${raw}'`);
-  return Number(raw);
+  if (raw !== "0" && raw !== "2" && raw !== "4") throw new Error(`sslkit: SSLKIT_WINOGRAD must be 0, 2 or 4 (the Winograd tile; 0 = im2col), got "${raw}"`);
+  return Number(raw) as 0 | 2 | 4;
 }
 
 /** The BLAS behind the addon, as BackendInfo.native names it: "OpenBLAS 0.3.21". */

@@ -19,7 +19,7 @@
  * backend), and keep transposes/slices at rank <= 4 (rank 5-6 are ~100x slower on wasm).
  */
 import * as tf from "@tensorflow/tfjs-core";
-import { BATCH_NORM_BACKWARD, BATCH_NORM_FORWARD, RELU_GRAD, nativeKernelsActive } from "../backend/native-kernels";
+import { BATCH_NORM_BACKWARD, BATCH_NORM_FORWARD, CHANNEL_AFFINE, RELU_GRAD, nativeKernelsActive } from "../backend/native-kernels";
 
 /** Padding accepted by the conv helpers: tf's string modes, a symmetric number, or NHWC explicit pads. */
 export type ConvPadding = "same" | "valid" | number | [[number, number], [number, number], [number, number], [number, number]];
@@ -389,7 +389,7 @@ function conv2dWithFastGrads(x: tf.Tensor4D, filter: tf.Tensor4D, strides: Pair,
     (dy, saved) => {
       const [sx, sw] = saved as tf.Tensor4D[];
       if (nativeKernelsActive()) {
-        // sslkit-native's im2col + BLAS kernels compute both gradients directly.
+        // sslkit-native's Winograd / im2col + BLAS kernels compute both gradients directly.
         const attrs = { strides, pad, dataFormat: "NHWC", dilations: 1 };
         return {
           x: () => tf.engine().runKernel("Conv2DBackpropInput", { dy, filter: sw }, { ...attrs, inputShape: sx.shape }) as tf.Tensor,
@@ -429,6 +429,27 @@ export function relu<T extends tf.Tensor>(x: T): T {
       return y;
     },
     (dy, [y]) => ({ x: () => (nativeKernelsActive() ? (tf.engine().runKernel(RELU_GRAD, { dy, y }) as tf.Tensor[])[0] : tf.mul(dy, tf.step(y))) }),
+  ) as T;
+}
+
+/**
+ * x * scale + shift over x's last axis (scale, shift [C]): eval-mode BatchNorm. One multi-threaded
+ * pass on sslkit-native (wasm's Mul and Add are two, on wasm's single thread beside it).
+ */
+export function channelAffine<T extends tf.Tensor>(x: T, scale: tf.Tensor1D, shift: tf.Tensor1D): T {
+  if (!nativeKernelsActive()) return tf.add(tf.mul(x, scale), shift) as T;
+  const c = scale.shape[0];
+  return opWithLazyGrads(
+    { x, scale, shift },
+    (save) => {
+      save([x, scale]);
+      return (tf.engine().runKernel(CHANNEL_AFFINE, { x, scale, shift }) as tf.Tensor[])[0];
+    },
+    (dy, [sx, sScale]) => ({
+      x: () => tf.mul(dy, sScale),
+      scale: () => columnSums(tf.reshape(tf.mul(dy, sx), [-1, c]) as tf.Tensor2D),
+      shift: () => columnSums(tf.reshape(dy, [-1, c]) as tf.Tensor2D),
+    }),
   ) as T;
 }
 
@@ -530,8 +551,9 @@ function batchNormTrainNative(x: tf.Tensor2D, gamma: tf.Tensor1D | null, beta: t
       return value;
     },
     (dy, [sx, mean, variance, g]) => {
-      const grads = (want: "x" | "params") => engine.runKernel(BATCH_NORM_BACKWARD, { x: sx, dy, mean, variance, ...(g ? { gamma: g } : {}) }, { eps, want }) as tf.Tensor[];
-      return { x: () => grads("x")[0], gamma: () => grads("params")[0], beta: () => grads("params")[1] };
+      // The engine asks for each input's gradient in its own tidy, so each is its own kernel call.
+      const grad = (want: "x" | "gamma" | "beta") => (engine.runKernel(BATCH_NORM_BACKWARD, { x: sx, dy, mean, variance, ...(g ? { gamma: g } : {}) }, { eps, want }) as tf.Tensor[])[0];
+      return { x: () => grad("x"), gamma: () => grad("gamma"), beta: () => grad("beta") };
     },
   ) as tf.Tensor2D;
   return { y, mean: stats[0] as tf.Tensor1D, variance: stats[1] as tf.Tensor1D };

@@ -180,7 +180,7 @@ export class BatchNorm extends Module {
       const scale = this.weight ? tf.mul(this.weight, invStd) : invStd;
       const shifted = tf.mul(this.runningMean, scale);
       const shift = this.bias ? tf.sub(this.bias, shifted) : tf.neg(shifted);
-      return tf.add(tf.mul(x, scale), shift) as T;
+      return fastOps.channelAffine(x, scale as tf.Tensor1D, shift as tf.Tensor1D);
     }
     const rows = x.rank === 2 ? (x as unknown as tf.Tensor2D) : (tf.reshape(x, [-1, c]) as tf.Tensor2D);
     const m = rows.shape[0];
