@@ -11,6 +11,7 @@ import { Rng } from "../lib/src/random";
 import * as fastOps from "../lib/src/nn/fast-ops";
 import { initBackend, describeBackend } from "../lib/src/backend";
 import { BATCH_NORM_FORWARD, loadNativeKernels, nativeKernelNames, nativeKernelsActive } from "../lib/src/backend/native-kernels";
+import type { NativeKernels } from "sslkit-native";
 
 const { kernels: native, why } = loadNativeKernels();
 const skip = native ? false : `sslkit-native not built: ${why}`;
@@ -94,6 +95,22 @@ function naiveConv(c: ConvCase, x: Float32Array, w: Float32Array, dy: Float32Arr
   return { y, dw, dx };
 }
 
+/** Runs the three conv kernels on seeded inputs (seeds `seed`, +10, +20) and checks each against naiveConv. */
+function checkConvAgainstDefinition(kernels: NativeKernels, c: ConvCase, seed: number, tolerance: number, label: string): void {
+  const x = random(c.n * c.h * c.w * c.ci, seed);
+  const w = random(c.kh * c.kw * c.ci * c.co, seed + 10);
+  const dy = random(c.n * c.oh * c.ow * c.co, seed + 20);
+  const ref = naiveConv(c, x, w, dy);
+  const [y, dw, dx] = [ref.y.length, w.length, x.length].map((n) => new Float32Array(n).fill(Number.NaN)); // every element must be written
+  kernels.conv2d(x, w, y, ...convArgs(c));
+  kernels.conv2dFilterGrad(x, dy, dw, ...convArgs(c));
+  kernels.conv2dInputGrad(dy, w, dx, ...convArgs(c));
+  for (const [name, got, want] of [["y", y, ref.y], ["dw", dw, ref.dw], ["dx", dx, ref.dx]] as const) {
+    const e = relError(got, want);
+    assert.ok(e < tolerance, `${label} ${name}: rel error ${e}`);
+  }
+}
+
 test("conv2d and both gradients equal the definition (padding, stride 2, 1x1, chunks of many images)", { skip }, () => {
   const kernels = native!;
   const cases: ConvCase[] = [
@@ -108,22 +125,7 @@ test("conv2d and both gradients equal the definition (padding, stride 2, 1x1, ch
     { n: 2, h: 7, w: 6, ci: 17, kh: 2, kw: 4, co: 3, s: 1, pt: 1, pl: 2, oh: 7, ow: 6 },
     { n: 2, h: 7, w: 6, ci: 16, kh: 3, kw: 3, co: 5, s: 1, pt: 0, pl: 0, oh: 5, ow: 4 }, // valid
   ];
-  cases.forEach((c, i) => {
-    const x = random(c.n * c.h * c.w * c.ci, 10 + i);
-    const w = random(c.kh * c.kw * c.ci * c.co, 20 + i);
-    const dy = random(c.n * c.oh * c.ow * c.co, 30 + i);
-    const ref = naiveConv(c, x, w, dy);
-    const y = new Float32Array(ref.y.length);
-    const dw = new Float32Array(w.length).fill(Number.NaN); // every element must be written
-    const dx = new Float32Array(x.length).fill(Number.NaN);
-    kernels.conv2d(x, w, y, ...convArgs(c));
-    kernels.conv2dFilterGrad(x, dy, dw, ...convArgs(c));
-    kernels.conv2dInputGrad(dy, w, dx, ...convArgs(c));
-    for (const [name, got, want] of [["y", y, ref.y], ["dw", dw, ref.dw], ["dx", dx, ref.dx]] as const) {
-      const e = relError(got, want);
-      assert.ok(e < 1e-5, `case ${i} ${name}: rel error ${e}`);
-    }
-  });
+  cases.forEach((c, i) => checkConvAgainstDefinition(kernels, c, 10 + i, 1e-5, `case ${i}`));
 });
 
 test("batch norm forward and backward equal Ioffe & Szegedy's alg. 1 computed in float64", { skip }, () => {
@@ -211,23 +213,8 @@ test("3x3 stride-1 convolutions by Winograd F(4x4, 3x3) and F(2x2, 3x3) equal th
     for (const tile of [4, 2] as const) {
       kernels.setWinograd(tile);
       assert.equal(kernels.info().winograd, tile);
-      cases.forEach((c, i) => {
-        const x = random(c.n * c.h * c.w * c.ci, 40 + i);
-        const w = random(9 * c.ci * c.co, 50 + i);
-        const dy = random(c.n * c.oh * c.ow * c.co, 60 + i);
-        const ref = naiveConv(c, x, w, dy);
-        const y = new Float32Array(ref.y.length).fill(Number.NaN);
-        const dw = new Float32Array(w.length).fill(Number.NaN);
-        const dx = new Float32Array(x.length).fill(Number.NaN);
-        kernels.conv2d(x, w, y, ...convArgs(c));
-        kernels.conv2dFilterGrad(x, dy, dw, ...convArgs(c));
-        kernels.conv2dInputGrad(dy, w, dx, ...convArgs(c));
-        for (const [name, got, want] of [["y", y, ref.y], ["dw", dw, ref.dw], ["dx", dx, ref.dx]] as const) {
-          const e = relError(got, want);
-          // F(4x4)'s transforms scale values by up to 8 (error ~1e-6 here); F(2x2) is as exact as im2col.
-          assert.ok(e < (tile === 4 ? 2e-5 : 1e-5), `F(${tile}x${tile}) case ${i} ${name}: rel error ${e}`);
-        }
-      });
+      // F(4x4)'s transforms scale values by up to 8 (error ~1e-6 here); F(2x2) is as exact as im2col.
+      cases.forEach((c, i) => checkConvAgainstDefinition(kernels, c, 40 + i, tile === 4 ? 2e-5 : 1e-5, `F(${tile}x${tile}) case ${i}`));
     }
     // The tile setting takes effect: the three algorithms round differently.
     const c = cases[1];

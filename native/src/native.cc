@@ -413,35 +413,32 @@ void elementwise(int64_t n, Body body) {
   parallelFor(n, static_cast<int>(std::min<int64_t>(g_threads, std::max<int64_t>(1, n / 65536))), [&](int, int64_t i0, int64_t i1) { body(i0, i1); });
 }
 
-// reluGrad(dy, y, dx, n): dx = dy where y > 0, else 0 (y is relu's output).
-napi_value ReluGrad(napi_env env, napi_callback_info info) {
+// (p, q, out, n): out[i] = op(p[i], q[i]), the argument list add and reluGrad share.
+template <typename Op>
+napi_value Binary(napi_env env, napi_callback_info info, const char* pName, const char* qName, const char* outName, Op op) {
   Args g(env, info, 4);
   const int64_t n = g.integer(3, "n");
-  const float* dy = g.floats(0, n, "dy");
-  const float* y = g.floats(1, n, "y");
-  float* dx = g.floats(2, n, "dx");
+  const float* p = g.floats(0, n, pName);
+  const float* q = g.floats(1, n, qName);
+  float* out = g.floats(2, n, outName);
   if (g.failed) return nullptr;
   elementwise(n, [&](int64_t i0, int64_t i1) {
-    const float* __restrict dyp = dy + i0;
-    const float* __restrict yp = y + i0;
-    float* __restrict dxp = dx + i0;
-    for (int64_t i = 0; i < i1 - i0; ++i) dxp[i] = yp[i] > 0.0f ? dyp[i] : 0.0f;  // branch-free (vector blend)
+    const float* __restrict pp = p + i0;
+    const float* __restrict qp = q + i0;
+    float* __restrict outp = out + i0;
+    for (int64_t i = 0; i < i1 - i0; ++i) outp[i] = op(pp[i], qp[i]);
   });
   return undefinedValue(env);
 }
 
+// reluGrad(dy, y, dx, n): dx = dy where y > 0, else 0 (y is relu's output; branch-free, a vector blend).
+napi_value ReluGrad(napi_env env, napi_callback_info info) {
+  return Binary(env, info, "dy", "y", "dx", [](float dy, float y) { return y > 0.0f ? dy : 0.0f; });
+}
+
 // add(a, b, y, n): y = a + b (same shapes).
 napi_value Add(napi_env env, napi_callback_info info) {
-  Args g(env, info, 4);
-  const int64_t n = g.integer(3, "n");
-  const float* a = g.floats(0, n, "a");
-  const float* b = g.floats(1, n, "b");
-  float* y = g.floats(2, n, "y");
-  if (g.failed) return nullptr;
-  elementwise(n, [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i) y[i] = a[i] + b[i];
-  });
-  return undefinedValue(env);
+  return Binary(env, info, "a", "b", "y", [](float a, float b) { return a + b; });
 }
 
 // relu(x, y, n): y = max(x, 0).
