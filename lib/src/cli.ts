@@ -16,22 +16,38 @@ import { DATASET_NAMES, balancedSubset, loadDatasetByName, randomSubset } from "
 import type { ImageDataset } from "./data/types";
 import { evaluateRepresentation } from "./eval";
 import type { RepresentationScores } from "./eval";
-import { SimCLR } from "./methods/simclr";
+import { allMethodOptions, createMethod, getMethodSpec, methodNames, parseMethodOption } from "./methods";
 import type { SSLMethod } from "./methods/types";
 import type { Backbone } from "./nn/backbone";
+import type { WeightMap } from "./nn/module";
 import { backboneNames, createBackbone } from "./nn";
 import type { BackboneName } from "./nn";
 import { PRESET_NAMES, RunConfig, presetConfig } from "./presets";
-import { MetricsLog, Trainer, deriveSeed } from "./train";
+import { MetricsLog, Trainer, deriveSeed, writeCheckpoint } from "./train";
 import type { MetricsRecord } from "./train";
 import { lineChartSpec, vegaLiteToPng } from "./viz";
 
-export const CLI_METHODS = ["simclr"] as const;
 export const CLI_BACKBONES: readonly BackboneName[] = backboneNames;
 
-const USAGE = `usage: sslkit train <method> [options]
+/** The method options' part of the usage text: per method, its flags. */
+function methodUsage(): string {
+  return methodNames()
+    .map((name) => {
+      const spec = getMethodSpec(name);
+      const opts = spec.options.map((o) => {
+        const arg = o.type === "set" ? "" : o.type === "onoff" ? " on|off" : o.type === "enum" ? ` ${o.choices?.join("|")}` : o.type === "list" ? ` ${o.choices?.join(",")}` : " X";
+        return `    --${o.flag}${arg}`.padEnd(40) + ` ${o.help}`;
+      });
+      return [`  ${name.padEnd(10)} ${spec.summary}`, ...opts].join("\n");
+    })
+    .join("\n");
+}
 
-methods:   ${CLI_METHODS.join(", ")}
+const usage = () => `usage: sslkit train <method> [options]
+       sslkit sweep <spec.json> [--executor local|slurm] [--parallel N] [--dry-run] ...   (sslkit sweep --help)
+
+methods and their own options:
+${methodUsage()}
 options:
   --dataset NAME|PATH    ${DATASET_NAMES.join(" | ")} or a folder (IDX files, CIFAR-10 batches, or
                          train/<class>/*.png + test/<class>/*.png); default fashion-mnist
@@ -84,13 +100,26 @@ export interface CliTrainArgs {
   baselines: boolean;
 }
 
+/** parseArgs options for every registered method's flags (a flag shared by methods must have one kind). */
+function methodFlagOptions(): Record<string, { type: "string" | "boolean" }> {
+  const out: Record<string, { type: "string" | "boolean" }> = {};
+  for (const { method, option } of allMethodOptions()) {
+    const type = option.type === "set" ? "boolean" : "string";
+    if (out[option.flag] && out[option.flag].type !== type) throw new Error(`method ${method}: --${option.flag} is a ${type} flag here and not elsewhere`);
+    out[option.flag] = { type };
+  }
+  return out;
+}
+
 /** Parse `train <method> ...` into a run configuration (preset, then saved config on --resume, then flags). */
 export function parseTrainArgs(argv: string[]): CliTrainArgs | "help" {
+  const methodFlags = methodFlagOptions();
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
     strict: true,
     options: {
+      ...methodFlags,
       dataset: { type: "string" },
       "data-dir": { type: "string" },
       backbone: { type: "string" },
@@ -121,7 +150,8 @@ export function parseTrainArgs(argv: string[]): CliTrainArgs | "help" {
   if (command !== "train") throw new CliUsageError(command ? `unknown command '${command}' (expected 'train')` : "missing command (expected 'train')");
   if (!methodName) throw new CliUsageError("missing method (e.g. 'sslkit train simclr')");
   if (rest.length > 0) throw new CliUsageError(`unexpected arguments: ${rest.join(" ")}`);
-  const method = oneOf("method", methodName, CLI_METHODS);
+  const method = oneOf("method", methodName, methodNames());
+  const spec = getMethodSpec(method);
   const preset = oneOf("preset", values.preset ?? "quick", PRESET_NAMES);
   const out = values.out ?? path.join("runs", `${method}-${preset}`);
   const resume = values.resume ?? false;
@@ -161,6 +191,21 @@ export function parseTrainArgs(argv: string[]): CliTrainArgs | "help" {
   }
   set("checkpointEvery", parseNumber("checkpoint-every", values["checkpoint-every"], { integer: true, min: 0 }));
   set("keepCheckpoints", parseNumber("keep-checkpoints", values["keep-checkpoints"], { integer: true, min: 1 }));
+  const given = values as Record<string, string | boolean | undefined>;
+  const own = new Set(spec.options.map((o) => o.flag));
+  for (const flag of Object.keys(methodFlags)) {
+    if (given[flag] !== undefined && !own.has(flag)) throw new CliUsageError(`--${flag} is not an option of ${method}`);
+  }
+  const methodOptions = { ...config.methodOptions };
+  for (const o of spec.options) {
+    if (given[o.flag] === undefined) continue;
+    try {
+      methodOptions[o.key] = parseMethodOption(o, given[o.flag]);
+    } catch (err) {
+      throw new CliUsageError((err as Error).message);
+    }
+  }
+  config = { ...config, methodOptions };
   const progress = oneOf("progress mode", values.progress ?? "auto", ["auto", "bar", "plain", "none"] as const);
   return { config, out, dataDir: values["data-dir"], resume, backend: values.backend, progress, baselines: !values["no-baselines"] };
 }
@@ -170,24 +215,14 @@ export async function loadCliDataset(name: string, dataDir?: string): Promise<{ 
   return { train: await loadDatasetByName(name, "train", { dir: dataDir }), test: await loadDatasetByName(name, "test", { dir: dataDir }) };
 }
 
-/** Build a method by name on a fresh backbone. */
+/** Build a method by name on a fresh backbone (the method registry's `create`). */
 export function createCliMethod(config: RunConfig, inputShape: [number, number, number]): SSLMethod {
-  const backbone = createBackbone(config.backbone as BackboneName, { inputShape, seed: config.seed });
-  switch (config.method) {
-    case "simclr":
-      return new SimCLR({
-        backbone,
-        inputShape,
-        temperature: config.temperature,
-        projectionHiddenDim: config.projectionHiddenDim,
-        projectionDim: config.projectionDim,
-        cropScale: config.cropScale,
-        seed: config.seed,
-      });
-    default:
-      backbone.dispose();
-      throw new CliUsageError(`unknown method '${config.method}' (expected one of: ${CLI_METHODS.join(", ")})`);
+  try {
+    getMethodSpec(config.method);
+  } catch (err) {
+    throw new CliUsageError((err as Error).message);
   }
+  return createMethod(config, inputShape);
 }
 
 function evalSubset(ds: ImageDataset, n: number | undefined, seed: number): ImageDataset {
@@ -266,11 +301,18 @@ export async function writeTrainingCurve(records: readonly MetricsRecord[], file
   fs.writeFileSync(file, await vegaLiteToPng(spec));
 }
 
+/** The trained model and the method's state modules, as the trainer checkpoints them. */
+export async function trainedTensors(method: SSLMethod): Promise<Record<string, WeightMap>> {
+  const tensors: Record<string, WeightMap> = { model: await method.trainable.getWeights() };
+  for (const [name, m] of Object.entries(method.stateModules?.() ?? {})) tensors[`state.${name}`] = await m.getWeights();
+  return tensors;
+}
+
 /** `sslkit train ...`; returns the process exit code. */
 export async function runTrain(argv: string[]): Promise<number> {
   const parsed = parseTrainArgs(argv);
   if (parsed === "help") {
-    console.log(USAGE);
+    console.log(usage());
     return 0;
   }
   const { config, out, resume } = parsed;
@@ -369,6 +411,13 @@ export async function runTrain(argv: string[]): Promise<number> {
     finalLoss: result.finalLoss,
     encoders,
   };
+  // The trained networks (trainable + method state, no optimiser), for notebooks' galleries: loadArm().
+  fs.rmSync(path.join(out, "weights"), { recursive: true, force: true });
+  writeCheckpoint(path.join(out, "weights"), {
+    step: result.steps,
+    meta: { config, inputShape, backend },
+    tensors: await trainedTensors(method),
+  });
   fs.writeFileSync(path.join(out, "results.json"), JSON.stringify(results, null, 2) + "\n");
   fs.writeFileSync(path.join(out, "results.md"), resultsMarkdown(results));
   try {
@@ -386,14 +435,14 @@ export async function runTrain(argv: string[]): Promise<number> {
 export async function main(argv: string[] = process.argv.slice(2)): Promise<number> {
   try {
     if (argv.length === 0 || argv[0] === "-h" || argv[0] === "--help") {
-      console.log(USAGE);
+      console.log(usage());
       return argv.length === 0 ? 2 : 0;
     }
     return await runTrain(argv);
   } catch (err) {
     const e = err as Error & { code?: string };
     if (err instanceof CliUsageError || e.code === "ERR_PARSE_ARGS_UNKNOWN_OPTION" || e.code === "ERR_PARSE_ARGS_INVALID_OPTION_VALUE") {
-      console.error(`sslkit: ${e.message}\n\n${USAGE}`);
+      console.error(`sslkit: ${e.message}\n\n${usage()}`);
       return 2;
     }
     console.error(`sslkit: error: ${e.message}`);

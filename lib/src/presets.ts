@@ -42,7 +42,12 @@ export interface RunConfig {
   knnK: number;
   /** Linear-probe epochs (full-batch / mini-batch training of a linear classifier on frozen features). */
   probeEpochs: number;
+  /** The method's own options (queue size, mask ratio, ...), as declared in its registry entry. */
+  methodOptions: Record<string, MethodOptionValue>;
 }
+
+/** A method option's value: plain JSON, so a configuration hashes, saves and resumes as it is. */
+export type MethodOptionValue = number | string | boolean | string[];
 
 type Overrides = Partial<RunConfig>;
 
@@ -66,6 +71,7 @@ const BASE: Omit<RunConfig, "method" | "preset"> = {
   knnMonitor: [0, 0],
   knnK: 20,
   probeEpochs: 30,
+  methodOptions: {},
 };
 
 const PRESETS: Record<PresetName, Overrides> = {
@@ -122,10 +128,13 @@ const PRESETS: Record<PresetName, Overrides> = {
   },
 };
 
-/** Method-specific adjustments on top of a preset (methods without an entry use the preset as is). */
-const METHOD_OVERRIDES: Record<string, Partial<Record<PresetName, Overrides>>> = {
-  simclr: {},
-};
+/** Method-specific adjustments on top of a preset, filled by the method registry (methods/registry.ts). */
+const METHOD_OVERRIDES: Record<string, Partial<Record<PresetName, Overrides>>> = {};
+
+/** Called by `registerMethod`: a method's adjustments of one preset (and its option defaults). */
+export function registerPresetOverrides(method: string, preset: PresetName, overrides: Overrides): void {
+  (METHOD_OVERRIDES[method] ??= {})[preset] = overrides;
+}
 
 /** The full run configuration of a method under a preset. */
 export function presetConfig(method: string, preset: PresetName | string = "quick"): RunConfig {
@@ -134,7 +143,8 @@ export function presetConfig(method: string, preset: PresetName | string = "quic
   }
   if (typeof method !== "string" || method.length === 0) throw new Error("presetConfig: method name required");
   const p = preset as PresetName;
-  return { ...BASE, ...PRESETS[p], ...(METHOD_OVERRIDES[method]?.[p] ?? {}), method, preset: p };
+  const o = METHOD_OVERRIDES[method]?.[p] ?? {};
+  return { ...BASE, ...PRESETS[p], ...o, methodOptions: { ...(o.methodOptions ?? {}) }, method, preset: p };
 }
 
 /** The preset named by SSLKIT_PRESET (default `fallback`, "smoke" unless given). */

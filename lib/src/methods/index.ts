@@ -1,3 +1,5 @@
 /** Self-supervised methods: each a short composition of backbone, heads, loss and views. */
 export * from "./types";
+export * from "./registry";
 export * from "./simclr";
+export * from "./specs";
