@@ -25,6 +25,7 @@ import type { BackboneName } from "./nn";
 import { PRESET_NAMES, RunConfig, presetConfig } from "./presets";
 import { MetricsLog, Trainer, deriveSeed, writeCheckpoint } from "./train";
 import type { MetricsRecord } from "./train";
+import { SWEEP_USAGE, SweepUsageError, runSweepCli } from "./sweep/cli";
 import { lineChartSpec, vegaLiteToPng } from "./viz";
 
 export const CLI_BACKBONES: readonly BackboneName[] = backboneNames;
@@ -63,6 +64,8 @@ options:
   --checkpoint-every N   steps between checkpoints (0 = once per epoch)
   --keep-checkpoints K   newest checkpoints kept (default 3)
   --out DIR              output folder (default runs/<method>-<preset>)
+  --config FILE          a run configuration (JSON: a RunConfig or {"config": RunConfig}, as the sweep
+                         runner writes) used instead of the preset; flags still override it
   --resume               continue from the newest valid checkpoint in --out
   --backend NAME         tensorflow | wasm | cpu (default: best available; or SSLKIT_BACKEND)
   --progress MODE        auto | bar | plain | none
@@ -98,6 +101,21 @@ export interface CliTrainArgs {
   backend?: string;
   progress: "auto" | "bar" | "plain" | "none";
   baselines: boolean;
+}
+
+/** A configuration file for `train --config` (what the sweep runner writes), checked against the method. */
+function readConfigFile(file: string, method: string): Partial<RunConfig> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(fs.readFileSync(file, "utf8"));
+  } catch (err) {
+    throw new CliUsageError(`--config ${file}: ${(err as Error).message}`);
+  }
+  const obj = parsed as { config?: Partial<RunConfig> } & Partial<RunConfig>;
+  const config = obj && typeof obj === "object" && obj.config && typeof obj.config === "object" ? obj.config : obj;
+  if (!config || typeof config !== "object" || Array.isArray(config)) throw new CliUsageError(`--config ${file}: expected a JSON object`);
+  if (config.method !== undefined && config.method !== method) throw new CliUsageError(`--config ${file} is for method '${config.method}', not '${method}'`);
+  return config;
 }
 
 /** parseArgs options for every registered method's flags (a flag shared by methods must have one kind). */
@@ -137,6 +155,7 @@ export function parseTrainArgs(argv: string[]): CliTrainArgs | "help" {
       "eval-test-subset": { type: "string" },
       "checkpoint-every": { type: "string" },
       "keep-checkpoints": { type: "string" },
+      config: { type: "string" },
       out: { type: "string" },
       resume: { type: "boolean" },
       backend: { type: "string" },
@@ -147,16 +166,18 @@ export function parseTrainArgs(argv: string[]): CliTrainArgs | "help" {
   });
   if (values.help) return "help";
   const [command, methodName, ...rest] = positionals;
-  if (command !== "train") throw new CliUsageError(command ? `unknown command '${command}' (expected 'train')` : "missing command (expected 'train')");
+  if (command !== "train") throw new CliUsageError(command ? `unknown command '${command}' (expected 'train' or 'sweep')` : "missing command (expected 'train' or 'sweep')");
   if (!methodName) throw new CliUsageError("missing method (e.g. 'sslkit train simclr')");
   if (rest.length > 0) throw new CliUsageError(`unexpected arguments: ${rest.join(" ")}`);
   const method = oneOf("method", methodName, methodNames());
   const spec = getMethodSpec(method);
-  const preset = oneOf("preset", values.preset ?? "quick", PRESET_NAMES);
+  const fromFile = values.config !== undefined ? readConfigFile(values.config, method) : undefined;
+  const preset = oneOf("preset", values.preset ?? fromFile?.preset ?? "quick", PRESET_NAMES);
   const out = values.out ?? path.join("runs", `${method}-${preset}`);
   const resume = values.resume ?? false;
 
   let config: RunConfig = presetConfig(method, preset);
+  if (fromFile) config = { ...config, ...fromFile, preset, methodOptions: { ...config.methodOptions, ...(fromFile.methodOptions ?? {}) } };
   const savedPath = path.join(out, "config.json");
   if (resume && fs.existsSync(savedPath)) {
     const saved = JSON.parse(fs.readFileSync(savedPath, "utf8")) as { config?: RunConfig };
@@ -438,9 +459,14 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<numb
       console.log(usage());
       return argv.length === 0 ? 2 : 0;
     }
+    if (argv[0] === "sweep") return await runSweepCli(argv);
     return await runTrain(argv);
   } catch (err) {
     const e = err as Error & { code?: string };
+    if (err instanceof SweepUsageError || (argv[0] === "sweep" && e.code?.startsWith("ERR_PARSE_ARGS"))) {
+      console.error(`sslkit: ${e.message}\n\n${SWEEP_USAGE}`);
+      return 2;
+    }
     if (err instanceof CliUsageError || e.code === "ERR_PARSE_ARGS_UNKNOWN_OPTION" || e.code === "ERR_PARSE_ARGS_INVALID_OPTION_VALUE") {
       console.error(`sslkit: ${e.message}\n\n${usage()}`);
       return 2;

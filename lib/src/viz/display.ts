@@ -315,23 +315,20 @@ export interface NotebookProgressOptions {
 let progressDisplayCounter = 0;
 
 /**
- * A callback for the trainer's `onProgress` hook that shows live progress. In a notebook it
- * keeps ONE output up to date (display_data once, then update_display_data with the same display
- * id, at most every `everySeconds`, and always on the last step) -- this redraws live in
- * JupyterLab and classic Notebook, and the executed .ipynb keeps the final state. Outside a
- * notebook it prints a compact line every `printEverySeconds` (and on the last step).
+ * One live line of text. In a notebook it keeps ONE output up to date (display_data once, then
+ * update_display_data with the same display id, at most every `everySeconds`, and always on the
+ * final call) -- this redraws live in JupyterLab and classic Notebook, and the executed .ipynb
+ * keeps the final state. Outside a notebook it prints the line every `printEverySeconds` (and on
+ * the final call).
  */
-export function notebookProgress(opts: NotebookProgressOptions = {}): (p: TrainProgress) => void {
-  const label = opts.label ?? "train";
+export function liveLine(opts: Omit<NotebookProgressOptions, "label"> = {}): (line: string, final?: boolean) => void {
   const now = opts.now ?? (() => Date.now());
   const write = opts.write ?? ((line: string) => process.stdout.write(line + "\n"));
   const displayId = `sslkit-progress-${process.pid}-${++progressDisplayCounter}-${Date.now().toString(36)}`;
   let shown = false;
   let last = -Infinity;
-  return (p: TrainProgress) => {
+  return (line: string, final = false) => {
     const t = now();
-    const final = p.step >= p.totalSteps;
-    const line = formatProgressLine(p, label);
     const notebook = inNotebook();
     const interval = 1000 * (notebook ? (opts.everySeconds ?? 1) : (opts.printEverySeconds ?? 10));
     if (!final && shown && t - last < interval) return;
@@ -343,4 +340,11 @@ export function notebookProgress(opts: NotebookProgressOptions = {}): (p: TrainP
     shown = true;
     write(line);
   };
+}
+
+/** A callback for the trainer's `onProgress` hook that shows live progress (see `liveLine`). */
+export function notebookProgress(opts: NotebookProgressOptions = {}): (p: TrainProgress) => void {
+  const label = opts.label ?? "train";
+  const show = liveLine(opts);
+  return (p: TrainProgress) => show(formatProgressLine(p, label), p.step >= p.totalSteps);
 }
