@@ -244,6 +244,41 @@ def print_failure(f):
     sys.stderr.flush()
 
 
+def machine_description():
+    """'<cpu model>, N cores' of this machine, for the notebook's metadata."""
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return "%s, %d cores" % (model or "unknown CPU", os.cpu_count() or 0)
+
+
+def git_commit():
+    """The checkout's short commit, with '+changes' when the work tree differs from it."""
+    import subprocess
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "lib", "scripts"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        return head + ("+changes" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def publish(executed_path, source_path, preset, seconds):
+    """Write an executed notebook over its source: outputs kept, per-cell timing metadata dropped
+    (it changes on every run), and what produced it recorded in metadata.sslkit."""
+    nb = nbformat.read(executed_path, as_version=4)
+    for cell in nb.cells:
+        cell.metadata.pop("execution", None)
+    nb.metadata["sslkit"] = {"preset": preset, "commit": git_commit(), "machine": machine_description(), "seconds": round(seconds)}
+    nbformat.write(nb, source_path)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description="Execute sslkit notebooks with the tslab kernel (nbclient).")
     ap.add_argument("notebooks", nargs="*", help="notebook paths (default: notebooks/*.ipynb)")
@@ -252,6 +287,7 @@ def main(argv=None):
     ap.add_argument("--startup-timeout", type=float, default=120.0, help="kernel start timeout in seconds")
     ap.add_argument("--preset", default=None, help="SSLKIT_PRESET for the notebooks (default: $SSLKIT_PRESET, else smoke when CI=true, else quick)")
     ap.add_argument("--quiet", action="store_true", help="do not echo cell output")
+    ap.add_argument("--in-place", action="store_true", help="write each notebook that passed back over its source (publishing its outputs); a failed run leaves the source alone")
     args = ap.parse_args(argv)
 
     preset = args.preset or default_preset()
@@ -277,6 +313,9 @@ def main(argv=None):
     for path in paths:
         ok, out_path, failure, seconds = run_notebook(path, args.out_dir, args.timeout, args.startup_timeout, not args.quiet)
         print("run-notebooks: %s %s in %.1f s -> %s" % (path, "passed" if ok else "FAILED", seconds, out_path), flush=True)
+        if ok and args.in_place:
+            publish(out_path, path, preset, seconds)
+            print("run-notebooks: published the outputs into %s (%.1f MB)" % (path, os.path.getsize(path) / 1e6), flush=True)
         if failure:
             print_failure(failure)
             failures.append(failure)

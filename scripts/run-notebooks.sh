@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `npm run notebooks -- [notebook.ipynb ...] [--timeout S] [--out-dir DIR] [--preset P] [--quiet]`
+# `npm run notebooks -- [notebook.ipynb ...] [--timeout S] [--out-dir DIR] [--preset P] [--in-place] [--quiet]`
 # Executes notebooks headlessly with the project's tslab kernel (see scripts/run-notebooks.py).
 #   SSLKIT_PYTHON      Python with nbclient + nbformat (default /usr/bin/python3, Debian's Jupyter)
 #   SSLKIT_PRESET      preset the notebooks read (default smoke when CI=true, else quick)

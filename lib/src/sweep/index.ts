@@ -19,6 +19,7 @@ import type { SlurmOptions } from "./slurm";
 import { runSlurm, slurmBatchScript, slurmManifest } from "./slurm";
 
 export * from "./arms";
+export * from "./report";
 export { runLocal, threadsPerArm } from "./local";
 export type { ArmRunOutcome, LocalExecutorOptions } from "./local";
 export { runSlurm, shellQuote, slurmBatchScript, slurmManifest, validateSlurmOptions } from "./slurm";
