@@ -11,7 +11,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { describe, test } from "node:test";
-import { armHash, canonicalJson, methodConfig, resolveArms, runSweep, shellQuote, slurmBatchScript, slurmManifest, validateSlurmOptions } from "../lib/src";
+import { armHash, canonicalJson, lastProgressLine, methodConfig, resolveArms, runSweep, shellQuote, slurmBatchScript, slurmManifest, validateSlurmOptions } from "../lib/src";
 import type { SweepArm, SweepResult } from "../lib/src";
 
 const ROOT = path.resolve(__dirname, "..");
@@ -40,6 +40,17 @@ describe("sweep: arms and cache keys", () => {
     assert.equal(a.config.temperature, 0.1);
     assert.equal(a.config.batchSize, 32);
     assert.equal(a.dir, path.join("/tmp/c", `simclr-${a.hash}`));
+  });
+
+  test("the status line picks the newest training progress line of an arm's log", () => {
+    const dir = tmp();
+    const log = path.join(dir, "log.txt");
+    assert.equal(lastProgressLine(log), undefined);
+    fs.writeFileSync(log, "sslkit: backend wasm\n[#...] 3/8 ep 1/1 loss 4.1 lr 1e-3 50 img/s ETA 0:05\n[##..] 5/8 ep 1/1 loss 4.0 lr 1e-3 51 img/s ETA 0:03\nwarning: x\n");
+    assert.match(lastProgressLine(log) ?? "", /^\[##\.\.\] 5\/8 ep 1\/1/);
+    fs.writeFileSync(log, "sslkit: simclr / resnet-small on fashion-mnist\n");
+    assert.equal(lastProgressLine(log), "sslkit: simclr / resnet-small on fashion-mnist");
+    fs.rmSync(dir, { recursive: true, force: true });
   });
 
   test("bad arms are refused with a clear error", () => {

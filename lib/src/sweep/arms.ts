@@ -144,10 +144,10 @@ export function tailFile(file: string, lines = 20): string {
   return text.split(/\r?\n|\r/).filter((l) => l.trim() !== "").slice(-lines).join("\n");
 }
 
-/** The newest training progress line in an arm's log ("step 12/40 | ..."), for the sweep's status line. */
+/** The newest training progress line in an arm's log ("[###...] 12/40 ep 1/2 loss ..."), for the sweep's status line. */
 export function lastProgressLine(file: string): string | undefined {
   const tail = tailFile(file, 30).split("\n").reverse();
-  return tail.find((l) => /step \d+\/\d+/.test(l)) ?? tail.find((l) => l.startsWith("sslkit:"));
+  return tail.find((l) => /\b\d+\/\d+ ep \d+\/\d+/.test(l)) ?? tail.find((l) => l.startsWith("sslkit:"));
 }
 
 /** One row of a sweep's table. */
