@@ -1,2 +1,3 @@
 /** Self-supervised losses, one module a loss. */
 export { ntXentLoss, contrastiveAccuracy } from "./nt-xent";
+export { byolLoss } from "./byol";

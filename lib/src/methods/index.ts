@@ -3,3 +3,4 @@ export * from "./types";
 export * from "./registry";
 export * from "./simclr";
 export * from "./specs";
+export * from "./byol";

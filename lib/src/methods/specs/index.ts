@@ -3,3 +3,4 @@
  * loads this, so `getMethodSpec("moco-v1")` and `sslkit train moco-v1` find them.
  */
 export * from "./simclr";
+export * from "./byol";
