@@ -167,6 +167,11 @@ export interface ScatterOptions extends ChartFrameOptions {
  * Embedding scatter (t-SNE / UMAP output) coloured by class. `points` are [x, y] rows;
  * `labels` are class indices (or names), one per point.
  */
+/** A coordinate to 4 significant digits, for chart data stored in notebooks. */
+export function roundForChart(v: number): number {
+  return Number(v.toPrecision(4));
+}
+
 export function scatterSpec(
   points: readonly (readonly number[])[],
   labels?: ArrayLike<number> | readonly string[],
@@ -179,7 +184,8 @@ export function scatterSpec(
     if (!p || p.length < 2 || !finiteNumber(p[0]) || !finiteNumber(p[1])) {
       throw new Error(`scatterSpec: point ${i} is not a pair of finite numbers: ${JSON.stringify(p)}`);
     }
-    const row: Record<string, number | string> = { x: p[0], y: p[1] };
+    // 4 significant digits: a chart needs no more, and a notebook stores every point (x2 kB a 100 points)
+    const row: Record<string, number | string> = { x: roundForChart(p[0]), y: roundForChart(p[1]) };
     if (labels) {
       const l = labels[i];
       row.class = typeof l === "number" && opts.classNames ? (opts.classNames[l] ?? String(l)) : String(l);

@@ -21,7 +21,7 @@ import sharp from "sharp";
 import { formatDuration } from "../train/metrics";
 import type { TrainProgress } from "../train/metrics";
 import type { VegaLiteSpec } from "./charts";
-import { scatterSpec } from "./charts";
+import { roundForChart, scatterSpec } from "./charts";
 import { vegaLiteToPng } from "./render";
 
 /** The Vega-Lite MIME type JupyterLab 4 ships a renderer for. */
@@ -212,13 +212,13 @@ export function embeddingPlotlyFigure(
       type: dims === 3 ? "scatter3d" : "scatter",
       mode: "markers",
       name,
-      x: idx.map((i) => points[i][0]),
-      y: idx.map((i) => points[i][1]),
+      x: idx.map((i) => roundForChart(points[i][0])),
+      y: idx.map((i) => roundForChart(points[i][1])),
       marker: { size, opacity: 0.8 },
       hoverinfo: "text+name",
       text: idx.map((i) => opts.hoverText?.[i] ?? `#${i}`),
     };
-    if (dims === 3) trace.z = idx.map((i) => points[i][2]);
+    if (dims === 3) trace.z = idx.map((i) => roundForChart(points[i][2]));
     return trace;
   });
   const layout: Record<string, unknown> = {
