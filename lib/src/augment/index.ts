@@ -9,3 +9,4 @@ export * from "./blur";
 export * from "./solarize";
 export * from "./normalize";
 export * from "./recipes";
+export * from "./gmml";

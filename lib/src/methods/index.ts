@@ -4,3 +4,4 @@ export * from "./registry";
 export * from "./simclr";
 export * from "./specs";
 export * from "./byol";
+export * from "./sit";

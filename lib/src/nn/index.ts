@@ -47,3 +47,4 @@ export function createBackbone(name: BackboneName, opts: CreateBackboneOptions):
       throw new Error(`createBackbone: unknown backbone '${name as string}' (expected one of ${backboneNames.join(", ")})`);
   }
 }
+export * from "./recon-head";

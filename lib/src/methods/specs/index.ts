@@ -4,3 +4,4 @@
  */
 export * from "./simclr";
 export * from "./byol";
+export * from "./sit";
