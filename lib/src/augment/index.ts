@@ -10,3 +10,4 @@ export * from "./solarize";
 export * from "./normalize";
 export * from "./recipes";
 export * from "./gmml";
+export * from "./patch-masking";

@@ -5,3 +5,4 @@ export * from "./simclr";
 export * from "./specs";
 export * from "./byol";
 export * from "./sit";
+export * from "./mae";

@@ -48,3 +48,4 @@ export function createBackbone(name: BackboneName, opts: CreateBackboneOptions):
   }
 }
 export * from "./recon-head";
+export * from "./mae-decoder";

@@ -361,21 +361,26 @@ export async function retrievalGallery(
   });
 }
 
-/** Masked-image modelling: rows original / masked / reconstructed, one column per image. */
+/**
+ * Masked-image modelling: rows original / masked / reconstructed, one column per image; with
+ * `pasted`, a fourth row (MAE's "reconstruction + visible": the visible patches pasted back).
+ */
 export async function reconstructionGallery(
   originals: GalleryImages,
   masked: GalleryImages,
   reconstructed: GalleryImages,
-  opts: GalleryOptions = {},
+  opts: GalleryOptions & { pasted?: GalleryImages; rowLabels?: readonly string[] } = {},
 ): Promise<Buffer> {
-  const sets = [originals, masked, reconstructed].map((s) => toPixels(s, {}, "reconstructionGallery"));
+  const sets = [originals, masked, reconstructed, ...(opts.pasted ? [opts.pasted] : [])].map((s) => toPixels(s, {}, "reconstructionGallery"));
   const n = sets[0].count;
   if (sets.some((s) => s.count !== n)) throw new Error(`reconstructionGallery: image counts differ (${sets.map((s) => s.count).join(", ")})`);
+  const rowLabels = opts.rowLabels ?? ["original", "masked", "reconstructed", "recon. + visible"].slice(0, sets.length);
+  if (rowLabels.length !== sets.length) throw new Error(`reconstructionGallery: ${rowLabels.length} row labels for ${sets.length} rows`);
   const captions = opts.captions ?? true;
   return gridFrom(concatImages(sets, "reconstructionGallery"), {
-    rows: 3,
+    rows: sets.length,
     cols: n,
-    rowLabels: captions ? ["original", "masked", "reconstructed"] : undefined,
+    rowLabels: captions ? rowLabels : undefined,
     scale: opts.scale,
     padding: opts.padding,
     fontSize: opts.fontSize,

@@ -5,3 +5,4 @@
 export * from "./simclr";
 export * from "./byol";
 export * from "./sit";
+export * from "./mae";
