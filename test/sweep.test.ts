@@ -11,7 +11,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { describe, test } from "node:test";
-import { armHash, canonicalJson, lastProgressLine, methodConfig, resolveArms, runSweep, shellQuote, slurmBatchScript, slurmManifest, validateSlurmOptions } from "../lib/src";
+import { armHash, canonicalJson, defaultParallel, lastProgressLine, methodConfig, resolveArms, runSweep, shellQuote, slurmBatchScript, slurmManifest, validateSlurmOptions } from "../lib/src";
 import type { SweepArm, SweepResult } from "../lib/src";
 
 const ROOT = path.resolve(__dirname, "..");
@@ -51,6 +51,23 @@ describe("sweep: arms and cache keys", () => {
     fs.writeFileSync(log, "sslkit: simclr / resnet-small on fashion-mnist\n");
     assert.equal(lastProgressLine(log), "sslkit: simclr / resnet-small on fashion-mnist");
     fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  test("SSLKIT_SWEEP_PARALLEL sets how many local arms run at once, and a bad value is an error", () => {
+    const saved = process.env.SSLKIT_SWEEP_PARALLEL;
+    try {
+      delete process.env.SSLKIT_SWEEP_PARALLEL;
+      assert.equal(defaultParallel(), 1);
+      process.env.SSLKIT_SWEEP_PARALLEL = "3";
+      assert.equal(defaultParallel(), 3);
+      for (const bad of ["0", "1.5", "two"]) {
+        process.env.SSLKIT_SWEEP_PARALLEL = bad;
+        assert.throws(() => defaultParallel(), /SSLKIT_SWEEP_PARALLEL must be a positive integer/);
+      }
+    } finally {
+      if (saved === undefined) delete process.env.SSLKIT_SWEEP_PARALLEL;
+      else process.env.SSLKIT_SWEEP_PARALLEL = saved;
+    }
   });
 
   test("bad arms are refused with a clear error", () => {

@@ -29,7 +29,7 @@ export interface SweepOptions {
   /** Where arm folders live (default $SSLKIT_SWEEP_DIR or runs/sweeps). */
   cacheDir?: string;
   executor?: "local" | "slurm";
-  /** Local executor: arms at once (default 1); each gets cores / parallel threads. */
+  /** Local executor: arms at once (default $SSLKIT_SWEEP_PARALLEL, else 1); each gets cores / parallel threads. */
   parallel?: number;
   /** Which arms compute the raw-pixel and random-init baselines (default "first"). */
   baselines?: "first" | "all" | "none";
@@ -54,6 +54,15 @@ export interface SweepResult {
   /** Slurm: the job id and the batch script (also the dry run's output). */
   slurm?: { jobId?: string; script: string };
   seconds: number;
+}
+
+/** $SSLKIT_SWEEP_PARALLEL (a positive integer), else 1: one run already uses every core. */
+export function defaultParallel(): number {
+  const v = process.env.SSLKIT_SWEEP_PARALLEL;
+  if (v === undefined || v === "") return 1;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`SSLKIT_SWEEP_PARALLEL must be a positive integer, got '${v}'`);
+  return n;
 }
 
 export function defaultSweepDir(): string {
@@ -119,7 +128,7 @@ export async function runSweep(arms: readonly SweepArm[], opts: SweepOptions = {
     if (pending.length > 0) {
       if (executor === "local") {
         outcomes = await runLocal(pending, {
-          parallel: opts.parallel,
+          parallel: opts.parallel ?? defaultParallel(),
           env: opts.env,
           stopRequested: opts.stopRequested,
           onStart: (a) => {
