@@ -11,4 +11,6 @@ export * from "./train";
 export * from "./methods";
 export * from "./viz";
 export * from "./presets";
+export * from "./train/key-queue";
+export * from "./nn/split-batch-norm";
 export * from "./sweep";

@@ -6,3 +6,5 @@ export * from "./specs";
 export * from "./byol";
 export * from "./sit";
 export * from "./mae";
+export * from "./moco";
+export * from "./moco-v3";

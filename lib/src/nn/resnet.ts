@@ -20,16 +20,17 @@ export class BasicBlock extends Module {
   readonly downsampleConv: Conv2d | null;
   readonly downsampleBn: BatchNorm | null;
 
-  constructor(inChannels: number, outChannels: number, stride: number, rng: Rng, opts: { zeroInitResidual?: boolean } = {}) {
+  constructor(inChannels: number, outChannels: number, stride: number, rng: Rng, opts: { zeroInitResidual?: boolean; norm?: (channels: number) => BatchNorm } = {}) {
     super();
+    const norm = opts.norm ?? ((c: number) => new BatchNorm(c));
     this.conv1 = this.addChild("conv1", new Conv2d(inChannels, outChannels, 3, { rng, stride, padding: 1 }));
-    this.bn1 = this.addChild("bn1", new BatchNorm(outChannels));
+    this.bn1 = this.addChild("bn1", norm(outChannels));
     this.conv2 = this.addChild("conv2", new Conv2d(outChannels, outChannels, 3, { rng, stride: 1, padding: 1 }));
-    this.bn2 = this.addChild("bn2", new BatchNorm(outChannels));
+    this.bn2 = this.addChild("bn2", norm(outChannels));
     if (opts.zeroInitResidual && this.bn2.weight) this.bn2.weight.assign(tf.tidy(() => initZeros([outChannels])));
     if (stride !== 1 || inChannels !== outChannels) {
       this.downsampleConv = this.addChild("downsample.conv", new Conv2d(inChannels, outChannels, 1, { rng, stride, padding: 0 }));
-      this.downsampleBn = this.addChild("downsample.bn", new BatchNorm(outChannels));
+      this.downsampleBn = this.addChild("downsample.bn", norm(outChannels));
     } else {
       this.downsampleConv = null;
       this.downsampleBn = null;
@@ -52,6 +53,8 @@ export interface ResNetOptions {
   blocks?: number[];
   /** Initialise each block's last BN scale to zero (Goyal et al. 2017); default false as torchvision. */
   zeroInitResidual?: boolean;
+  /** Builds each BatchNorm (default `new BatchNorm(c)`); e.g. a SplitBatchNorm for MoCo's shuffling BN on one machine. */
+  norm?: (channels: number) => BatchNorm;
   seed?: number;
   rng?: Rng;
 }
@@ -80,12 +83,12 @@ export class ResNet extends Backbone {
     this.blockCounts = blocks.slice();
     this.outputDim = widths[widths.length - 1];
     this.stemConv = this.addChild("stem.conv", new Conv2d(this.inChannels, widths[0], 3, { rng, stride: 1, padding: 1 }));
-    this.stemBn = this.addChild("stem.bn", new BatchNorm(widths[0]));
+    this.stemBn = this.addChild("stem.bn", (opts.norm ?? ((c: number) => new BatchNorm(c)))(widths[0]));
     let inC = widths[0];
     widths.forEach((w, stage) => {
       for (let b = 0; b < blocks[stage]; b++) {
         const stride = b === 0 && stage > 0 ? 2 : 1;
-        const block = new BasicBlock(inC, w, stride, rng, { zeroInitResidual: opts.zeroInitResidual });
+        const block = new BasicBlock(inC, w, stride, rng, { zeroInitResidual: opts.zeroInitResidual, norm: opts.norm });
         this.blocks.push(this.addChild(`layer${stage + 1}.${b}`, block));
         inC = w;
       }

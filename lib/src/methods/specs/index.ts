@@ -6,3 +6,4 @@ export * from "./simclr";
 export * from "./byol";
 export * from "./sit";
 export * from "./mae";
+export * from "./moco";
