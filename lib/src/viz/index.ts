@@ -10,3 +10,4 @@ export type { UmapProjectOptions } from "./umap";
 export { exactKnnGraph } from "./knn-graph";
 export type { KnnGraph, KnnComputeMethod } from "./knn-graph";
 export type { ProjectionInput } from "./matrix-input";
+export * from "./heatmap";
