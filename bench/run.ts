@@ -5,7 +5,7 @@
 import { spawnSync } from "node:child_process";
 import * as path from "node:path";
 
-const scripts = ["matmul.ts", "ops.ts", "train-step.ts", "projections.ts", "step-byol.ts", "step-sit.ts", "step-mae.ts", "step-moco.ts"];
+const scripts = ["matmul.ts", "ops.ts", "train-step.ts", "projections.ts", "step-sit.ts", "step-sdmp.ts", "step-byol.ts", "step-mae.ts", "step-moco.ts", "step-dino.ts"];
 const only = process.argv.slice(2);
 let failed = 0;
 for (const script of scripts) {

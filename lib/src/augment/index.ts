@@ -9,5 +9,6 @@ export * from "./blur";
 export * from "./solarize";
 export * from "./normalize";
 export * from "./recipes";
+export * from "./mixing";
 export * from "./gmml";
 export * from "./patch-masking";

@@ -6,6 +6,9 @@ export * from "./layers";
 export * from "./resnet";
 export * from "./vit";
 export * from "./heads";
+export * from "./dino-head";
+export * from "./recon-head";
+export * from "./mae-decoder";
 
 import { Rng } from "../random";
 import { Backbone } from "./backbone";
@@ -47,5 +50,3 @@ export function createBackbone(name: BackboneName, opts: CreateBackboneOptions):
       throw new Error(`createBackbone: unknown backbone '${name as string}' (expected one of ${backboneNames.join(", ")})`);
   }
 }
-export * from "./recon-head";
-export * from "./mae-decoder";

@@ -3,7 +3,8 @@
  * loads this, so `getMethodSpec("moco-v1")` and `sslkit train moco-v1` find them.
  */
 export * from "./simclr";
-export * from "./byol";
-export * from "./sit";
-export * from "./mae";
+export * from "./dino";
 export * from "./moco";
+export * from "./sit";
+export * from "./byol";
+export * from "./mae";

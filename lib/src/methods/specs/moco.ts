@@ -23,6 +23,7 @@ import type { RunConfig } from "../../presets";
 import { Rng } from "../../random";
 import { MoCoV1, MoCoV2 } from "../moco";
 import { MoCoV3 } from "../moco-v3";
+import { sdmpDefaults, sdmpOptionSpecs, withSdmp } from "../sdmp";
 import { methodOption, registerMethod } from "../registry";
 import type { MethodOptionSpec } from "../registry";
 
@@ -100,13 +101,13 @@ export const mocoV2Spec = registerMethod({
 export const mocoV3Spec = registerMethod({
   name: "moco-v3",
   summary: "MoCo v3 (Chen et al. 2021): ViT, predictor, symmetric in-batch InfoNCE against a momentum encoder",
-  options: [{ ...momentumOption, help: "base momentum m0 of the cosine schedule m0 -> 1" }],
-  defaults: { momentum: 0.99 },
+  options: [{ ...momentumOption, help: "base momentum m0 of the cosine schedule m0 -> 1" }, ...sdmpOptionSpecs],
+  defaults: { momentum: 0.99, ...sdmpDefaults },
   presets: {
     all: { backbone: "vit-tiny", temperature: 0.2, cropScale: [0.2, 1] },
     paper: { optimizer: "adamw", lr: 1.5e-4 * (512 / 256), weightDecay: 0.1, warmupEpochs: 40, epochs: 300, projectionHiddenDim: 4096, projectionDim: 256 },
   },
-  create: (config, inputShape) => {
+  create: withSdmp((config, inputShape) => {
     const backbone = () => createBackbone(config.backbone as BackboneName, { inputShape, seed: config.seed });
     return new MoCoV3({
       backbone: backbone(),
@@ -119,5 +120,5 @@ export const mocoV3Spec = registerMethod({
       cropScale: config.cropScale,
       seed: config.seed,
     });
-  },
+  }),
 });

@@ -1,0 +1,117 @@
+/**
+ * MoCo v3 + SDMP training-step throughput and peak memory, one JSON line per figure:
+ *   moco-v3-sdmp-vit-tiny: the MoCoV3SDMP step on 28x28x1 at batch 128: byolTransforms' two views,
+ *     one intra-batch mixing plan per batch (Mixup / CutMix / ResizeMix, chosen per step as in
+ *     training) applied to both views, the online ViT-tiny (patch 4, dim 128, depth 4,
+ *     4 heads) + projector (512 hidden, 128 out, 3 Linear-BN layers) + predictor on x1, x2, mix(x2)
+ *     (one backbone pass, heads per view), the momentum encoder on x1, x2, mix(x1) (no grad), the
+ *     symmetric MoCo v3 loss + 2t sdmpLoss, AdamW, then the EMA update.
+ *   moco-v3-vit-tiny: the plain MoCo v3 step with the same sizes (the denominator of the ratio).
+ * Target (not asserted): SDMP's ratio to bench/torch/sdmp.py's "sdmp" figure no worse than the plain
+ * MoCo v3 step's ratio to its "moco-v3" figure. `viewsMs` is the part of a step spent making the
+ * views (augmentation and mixing); `modelImagesPerSec` leaves it out, which is what the PyTorch
+ * reference times (its views are made once). `cpuMsMedian`: process CPU time a step (all threads),
+ * a figure less sensitive than the wall time to other load on the machine. Each figure runs in
+ * its own process (peak RSS).
+ *
+ *   node --import tsx bench/step-sdmp.ts [sdmp|moco-v3] [--steps N]
+ */
+import { spawnSync } from "node:child_process";
+import * as tf from "@tensorflow/tfjs-core";
+import { describeBackend, initBackend } from "../lib/src/backend";
+import { MoCoV3 } from "../lib/src/methods/moco-v3";
+import { MoCoV3SDMP } from "../lib/src/methods/sdmp";
+import type { SSLMethod } from "../lib/src/methods/types";
+import { vitTiny } from "../lib/src/nn/vit";
+import { Rng } from "../lib/src/random";
+import { AdamW } from "../lib/src/train/optimizers";
+
+const FIGURES = ["sdmp", "moco-v3"] as const;
+type Figure = (typeof FIGURES)[number];
+const args = process.argv.slice(2);
+const stepsArg = args.indexOf("--steps");
+const STEPS = stepsArg >= 0 ? Number(args[stepsArg + 1]) : 6;
+
+function median(xs: number[]): number {
+  const s = xs.slice().sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
+}
+
+async function figure(which: Figure): Promise<Record<string, unknown>> {
+  const batch = 128;
+  const base = () =>
+    new MoCoV3({ backbone: vitTiny({ seed: 0 }), keyBackbone: vitTiny({ seed: 0 }), inputShape: [28, 28, 1], temperature: 0.2, projectionHiddenDim: 512, projectionDim: 128, cropScale: [0.2, 1] });
+  const method: SSLMethod = which === "sdmp" ? new MoCoV3SDMP(base()) : base();
+  const opt = new AdamW(method.trainable.parameters(), { lr: 1e-3, weightDecay: 0.1 });
+  const vars = method.trainable.variables();
+  const images = tf.randomUniform([batch, 28, 28, 1], 0, 1, "float32", 1) as tf.Tensor4D;
+  const stepMs: number[] = [];
+  const viewsMs: number[] = [];
+  const cpuMs: number[] = [];
+  let loss = NaN;
+  const warmup = 2;
+  for (let i = 0; i < warmup + STEPS; i++) {
+    const ctx = { step: i, totalSteps: 1000, epoch: 0, rng: new Rng(i) };
+    const t0 = performance.now();
+    const c0 = process.cpuUsage();
+    const views = tf.tidy(() => method.views(images, ctx));
+    await views[0].data(); // views done
+    const t1 = performance.now();
+    const { value, grads } = tf.variableGrads(() => method.step(views, ctx).loss, vars);
+    opt.applyGradients(grads);
+    method.afterStep?.(ctx);
+    loss = (await value.data())[0];
+    tf.dispose([value, ...views, ...Object.values(grads)]);
+    if (i >= warmup) {
+      stepMs.push(performance.now() - t0);
+      viewsMs.push(t1 - t0);
+      const c = process.cpuUsage(c0);
+      cpuMs.push((c.user + c.system) / 1000);
+    }
+  }
+  const ms = median(stepMs);
+  const vms = median(viewsMs);
+  const result = {
+    figure: which === "sdmp" ? "moco-v3-sdmp-vit-tiny" : "moco-v3-vit-tiny",
+    batch,
+    input: which === "sdmp" ? "28x28x1: 2 views + 2 mixed views (query: x1, x2, mix(x2); keys: x1, x2, mix(x1))" : "28x28x1 x 2 views",
+    params: method.trainable.numParameters(),
+    warmupSteps: warmup,
+    steps: STEPS,
+    stepMsMedian: +ms.toFixed(1),
+    viewsMs: +vms.toFixed(1),
+    imagesPerSec: +((batch * 1000) / ms).toFixed(1),
+    modelImagesPerSec: +((batch * 1000) / (ms - vms)).toFixed(1),
+    cpuMsMedian: +median(cpuMs).toFixed(0),
+    peakRssMB: +(process.resourceUsage().maxRSS / 1024).toFixed(0),
+    loss: +loss.toFixed(4),
+  };
+  method.dispose();
+  opt.dispose();
+  images.dispose();
+  return result;
+}
+
+async function child(which: Figure): Promise<void> {
+  const info = await initBackend();
+  const result = await figure(which);
+  console.log(JSON.stringify({ bench: "step-sdmp", ...result, backend: describeBackend(info), threads: info.threads }));
+}
+
+const childIdx = args.indexOf("--child");
+if (childIdx >= 0) {
+  const which = args[childIdx + 1] as Figure;
+  child(which).catch((err) => {
+    console.log(JSON.stringify({ bench: "step-sdmp", figure: which, error: String(err?.message ?? err).slice(0, 500) }));
+    process.exit(1);
+  });
+} else {
+  const chosen = FIGURES.filter((f) => args.includes(f));
+  let failed = 0;
+  for (const which of chosen.length > 0 ? chosen : FIGURES) {
+    // each figure in its own process, so the peak RSS is that figure's alone
+    const r = spawnSync(process.execPath, ["--import", "tsx", __filename, "--child", which, ...(stepsArg >= 0 ? ["--steps", String(STEPS)] : [])], { stdio: "inherit", env: process.env });
+    if (r.status !== 0) failed++;
+  }
+  process.exit(failed > 0 ? 1 : 0);
+}
