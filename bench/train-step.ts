@@ -14,9 +14,8 @@
  * --profile adds one profiled step per figure: kernel time per kernel name and input shapes (stderr);
  * SSLKIT_PROFILE_KERNEL=<name> lists every shape of that kernel.
  */
-import { spawnSync } from "node:child_process";
 import * as tf from "@tensorflow/tfjs-core";
-import { describeBackend, initBackend } from "../lib/src/backend";
+import { initBackend } from "../lib/src/backend";
 import { SimCLR } from "../lib/src/methods/simclr";
 import { Module } from "../lib/src/nn/module";
 import { LayerNorm, Linear } from "../lib/src/nn/layers";
@@ -25,56 +24,13 @@ import { TransformerBlock, get2dSincosPosEmbed, vitTiny } from "../lib/src/nn/vi
 import * as fastOps from "../lib/src/nn/fast-ops";
 import { Rng } from "../lib/src/random";
 import { AdamW } from "../lib/src/train/optimizers";
+import { argValue, childFigure, figureFailed, methodStep, peakRssMB, printFigure, printProfile, runFigureChildren, stepSpeed, timeSteps } from "./common";
 
 const FIGURES = ["simclr", "simclr-tiny", "mae"] as const;
 type Figure = (typeof FIGURES)[number];
 
-function peakRssMB(): number {
-  return process.resourceUsage().maxRSS / 1024;
-}
-
-/** Warm up, then time `steps` calls of `step`; each returns its loss tensor (read to sync). */
-async function timeSteps(step: (i: number) => tf.Scalar, warmup: number, steps: number): Promise<{ stepMs: number[]; loss: number }> {
-  let loss = NaN;
-  const stepMs: number[] = [];
-  for (let i = 0; i < warmup + steps; i++) {
-    const t0 = performance.now();
-    const l = step(i);
-    loss = (await l.data())[0];
-    l.dispose();
-    if (i >= warmup) stepMs.push(performance.now() - t0);
-  }
-  return { stepMs, loss };
-}
-
-/** `--profile`: one more step under tf.profile, kernel time summed per kernel name (to stderr). */
+/** `--profile`: one more profiled step per figure (bench/common.ts's printProfile). */
 const PROFILE = process.argv.includes("--profile");
-async function printProfile(label: string, step: (i: number) => tf.Scalar): Promise<void> {
-  const t0 = performance.now();
-  const info = await tf.profile(() => step(1000));
-  const wall = performance.now() - t0;
-  const byName = new Map<string, { ms: number; calls: number; shapes: Map<string, number> }>();
-  for (const k of info.kernels) {
-    const e = byName.get(k.name) ?? { ms: 0, calls: 0, shapes: new Map() };
-    const ms = Number(k.kernelTimeMs) || 0;
-    e.ms += ms;
-    e.calls++;
-    const key = JSON.stringify(k.inputShapes);
-    e.shapes.set(key, (e.shapes.get(key) ?? 0) + ms);
-    byName.set(k.name, e);
-  }
-  const total = [...byName.values()].reduce((s, e) => s + e.ms, 0);
-  console.error(`profile ${label}: wall ${wall.toFixed(0)} ms, kernels ${total.toFixed(0)} ms, ${info.kernels.length} kernel calls`);
-  for (const [name, e] of [...byName].sort((a, b) => b[1].ms - a[1].ms).slice(0, 25)) {
-    const top = [...e.shapes].sort((a, b) => b[1] - a[1]).slice(0, name === process.env.SSLKIT_PROFILE_KERNEL ? 40 : 3).map(([s, ms]) => `${s} ${ms.toFixed(0)}ms`).join("; ");
-    console.error(`  ${name.padEnd(28)} ${e.ms.toFixed(0).padStart(6)} ms ${String(e.calls).padStart(5)} calls  ${top}`);
-  }
-}
-
-function median(xs: number[]): number {
-  const s = xs.slice().sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
-}
 
 /**
  * SimCLR step. `tiny` swaps resnet-small (widths 32/64/128/256) for resnet-tiny (16/32/64/128,
@@ -86,19 +42,10 @@ async function simclrFigure(steps: number, tiny = false): Promise<Record<string,
   const method = new SimCLR({ backbone: (tiny ? resnetTiny : resnetSmall)({ inChannels: 3, seed: 0 }), inputShape: shape, temperature: 0.2, projectionHiddenDim: 512, projectionDim: 128 });
   const opt = new AdamW(method.trainable.parameters(), { lr: 1e-3, weightDecay: 1e-6 });
   const images = tf.randomUniform([batch, ...shape], 0, 1, "float32", 1) as tf.Tensor4D;
-  const vars = method.trainable.variables();
-  const step = (i: number) => {
-    const ctx = { step: i, totalSteps: 1000, epoch: 0, rng: new Rng(i) };
-    const views = tf.tidy(() => method.views(images, ctx));
-    const { value, grads } = tf.variableGrads(() => method.step(views, ctx).loss, vars);
-    opt.applyGradients(grads);
-    tf.dispose([...views, ...Object.values(grads)]);
-    return value;
-  };
+  const step = methodStep(method, opt, images);
   const warmupSteps = 2;
   const { stepMs, loss } = await timeSteps(step, warmupSteps, steps);
   if (PROFILE) await printProfile("simclr", step);
-  const ms = median(stepMs);
   return {
     figure: tiny ? "simclr-resnet-tiny" : "simclr-resnet-small",
     batch,
@@ -106,10 +53,9 @@ async function simclrFigure(steps: number, tiny = false): Promise<Record<string,
     params: method.trainable.numParameters(),
     warmupSteps,
     steps,
-    stepMsMedian: +ms.toFixed(1),
-    imagesPerSec: +((batch * 1000) / ms).toFixed(1),
+    ...stepSpeed(batch, stepMs),
     ...(tiny ? {} : { targetImagesPerSec: 100 }),
-    peakRssMB: +peakRssMB().toFixed(0),
+    peakRssMB: peakRssMB(),
     ...(tiny ? {} : { targetPeakRssMB: 2560 }),
     loss: +loss.toFixed(4),
   };
@@ -192,7 +138,6 @@ async function maeFigure(steps: number): Promise<Record<string, unknown>> {
   const warmupSteps = 5; // the first ~5 steps run 10-20% slower (JIT, heap growth) before a steady state
   const { stepMs, loss } = await timeSteps(step, warmupSteps, steps);
   if (PROFILE) await printProfile("mae", step);
-  const ms = median(stepMs);
   return {
     figure: "mae-vit-tiny",
     batch,
@@ -200,10 +145,9 @@ async function maeFigure(steps: number): Promise<Record<string, unknown>> {
     params: params.reduce((s, p) => s + p.variable.size, 0),
     warmupSteps,
     steps,
-    stepMsMedian: +ms.toFixed(1),
-    imagesPerSec: +((batch * 1000) / ms).toFixed(1),
+    ...stepSpeed(batch, stepMs),
     targetImagesPerSec: 180,
-    peakRssMB: +peakRssMB().toFixed(0),
+    peakRssMB: peakRssMB(),
     loss: +loss.toFixed(4),
   };
 }
@@ -212,24 +156,14 @@ async function child(figure: Figure, stepsOverride: number | undefined): Promise
   const info = await initBackend();
   const steps = stepsOverride ?? (figure === "mae" ? 20 : 5); // ~15 s and ~35 s of timed steps
   const result = figure === "mae" ? await maeFigure(steps) : await simclrFigure(steps, figure === "simclr-tiny");
-  console.log(JSON.stringify({ bench: "train-step", ...result, backend: describeBackend(info), threads: info.threads }));
+  printFigure("train-step", result, info);
 }
 
-const args = process.argv.slice(2);
-const stepsArg = args.indexOf("--steps");
-const steps = stepsArg >= 0 ? Number(args[stepsArg + 1]) : undefined;
-const childFigure = args.find((a) => a.startsWith("--child="))?.slice("--child=".length) as Figure | undefined;
-if (childFigure) {
-  child(childFigure, steps).catch((err) => {
-    console.log(JSON.stringify({ bench: "train-step", figure: childFigure, error: String(err?.message ?? err).slice(0, 500) }));
-    process.exit(1);
-  });
+const stepsArg = argValue("steps");
+const steps = stepsArg !== undefined ? Number(stepsArg) : undefined;
+const figure = childFigure<Figure>();
+if (figure) {
+  child(figure, steps).catch(figureFailed("train-step", figure));
 } else {
-  const only = args.filter((a) => (FIGURES as readonly string[]).includes(a)) as Figure[];
-  let failed = 0;
-  for (const figure of only.length > 0 ? only : FIGURES) {
-    const r = spawnSync(process.execPath, ["--import", "tsx", __filename, `--child=${figure}`, ...(steps !== undefined ? ["--steps", String(steps)] : []), ...(PROFILE ? ["--profile"] : [])], { stdio: "inherit", env: process.env });
-    if (r.status !== 0) failed++;
-  }
-  process.exit(failed > 0 ? 1 : 0);
+  runFigureChildren(__filename, FIGURES, [...(steps !== undefined ? ["--steps", String(steps)] : []), ...(PROFILE ? ["--profile"] : [])]);
 }

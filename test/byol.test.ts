@@ -6,19 +6,18 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import * as fs from "node:fs";
-import * as os from "node:os";
 import * as path from "node:path";
-import { tf, useBackend, relError } from "./helpers";
+import { tf, useBackend, relError, squaresDataset, imagesTensor, trainSteps, expectNoLeakPerStep, expectExactResume, runCliSmoke } from "./helpers";
+import type { TrainRun } from "./helpers";
 import { byolLoss } from "../lib/src/losses";
 import { BYOL } from "../lib/src/methods/byol";
 import type { BYOLOptions } from "../lib/src/methods/byol";
 import { parseTrainArgs } from "../lib/src/cli";
 import { resnetSmall, resnetTiny } from "../lib/src/nn/resnet";
 import type { WeightMap } from "../lib/src/nn/module";
-import type { ImageDataset } from "../lib/src/data/types";
-import { AdamW, Trainer, readCheckpoint } from "../lib/src/train";
+import { AdamW, readCheckpoint } from "../lib/src/train";
+import type { TrainerOptions } from "../lib/src/train";
 import { Rng } from "../lib/src/random";
 
 const P = [
@@ -95,30 +94,6 @@ test("byolLoss gradient: the analytic -2/N (z^ - cos p^)/|p| and central finite 
   assert.ok(relError(gp.flat(), fd.flat()) < 1e-4, `finite differences ${fd.flat()}`);
 });
 
-/** Tiny structured images: a bright square in one of 4 quadrants, plus noise. */
-function squaresDataset(count: number, size: number, seed: number): ImageDataset {
-  const rng = new Rng(seed);
-  const images = new Uint8Array(count * size * size);
-  const labels = new Uint8Array(count);
-  const half = size / 2;
-  for (let n = 0; n < count; n++) {
-    const c = n % 4;
-    labels[n] = c;
-    for (let y = 0; y < size; y++) {
-      for (let x = 0; x < size; x++) {
-        const inside = y >= (c < 2 ? 0 : half) && y < (c < 2 ? half : size) && x >= (c % 2 === 0 ? 0 : half) && x < (c % 2 === 0 ? half : size);
-        images[n * size * size + y * size + x] = Math.min(255, (inside ? 180 : 20) + rng.int(0, 60));
-      }
-    }
-  }
-  return { name: "squares", images, labels, classNames: ["tl", "tr", "bl", "br"], count, height: size, width: size, channels: 1 };
-}
-
-function toTensor(ds: ImageDataset, n: number): tf.Tensor4D {
-  const px = ds.height * ds.width * ds.channels;
-  return tf.tidy(() => tf.div(tf.tensor4d(ds.images.subarray(0, n * px), [n, ds.height, ds.width, ds.channels], "float32"), 255) as tf.Tensor4D);
-}
-
 function tinyByol(opts: Partial<BYOLOptions> = {}, seed = 0): BYOL {
   const tau = opts.targetMomentum ?? 0.9;
   return new BYOL({
@@ -139,7 +114,7 @@ test("BYOL step: L = byol(q(z1), sg(z2')) + byol(q(z2), sg(z1')); gradients reac
   await useBackend("wasm");
   const method = tinyByol();
   const ds = squaresDataset(8, 16, 1);
-  const x = toTensor(ds, 8);
+  const x = imagesTensor(ds, 8);
   const ctx = { step: 0, totalSteps: 10, epoch: 0, rng: new Rng(3) };
   const views = method.views(x, ctx);
   assert.equal(views.length, 2);
@@ -191,7 +166,7 @@ test("BYOL tau_base = 0 ('no target network') is the online network under a stop
   const noTarget = tinyByol({ targetMomentum: 0 }, 7);
   assert.equal(noTarget.target, null);
   assert.deepEqual(noTarget.stateModules(), {});
-  const x = toTensor(squaresDataset(8, 16, 2), 8);
+  const x = imagesTensor(squaresDataset(8, 16, 2), 8);
   const ctx = { step: 0, totalSteps: 10, epoch: 0, rng: new Rng(4) };
   const views = withTarget.views(x, ctx);
   const run = (m: BYOL) => {
@@ -218,7 +193,7 @@ test("BYOL target update: xi <- tau_k xi + (1 - tau_k) theta with the cosine tau
   for (const tauBase of [0.9, 1]) {
     const method = tinyByol({ targetMomentum: tauBase }, 3);
     const opt = new AdamW(method.trainable.parameters(), { lr: 0.05, weightDecay: 0 });
-    const x = toTensor(squaresDataset(8, 16, 3), 8);
+    const x = imagesTensor(squaresDataset(8, 16, 3), 8);
     const ctx = { step: 3, totalSteps: 10, epoch: 0, rng: new Rng(5) };
     const views = method.views(x, ctx);
     const { value, grads } = tf.variableGrads(() => method.step(views, ctx).loss, method.trainable.variables());
@@ -264,60 +239,41 @@ test("BYOL options: clear errors for bad tau_base and a missing or shared target
   bb.dispose();
 });
 
-async function runTiny(out: string | undefined, extra: Partial<ConstructorParameters<typeof Trainer>[2]> = {}, opts: Partial<BYOLOptions> = {}) {
-  const ds = squaresDataset(48, 16, 5);
-  const method = tinyByol({ targetMomentum: 0.9, ...opts }, 11);
-  const counts: number[] = [];
-  const trainer = new Trainer(method, ds, {
-    epochs: 2, batchSize: 8, seed: 11, outDir: out, checkpointEvery: 4, progress: "none", log: () => {},
-    optimizer: { name: "adamw", lr: 0.01, weightDecay: 1e-4 }, collapseEvery: 2,
-    onProgress: () => counts.push(tf.memory().numTensors), ...extra,
+/** 2 epochs of 6 batches of 8 on squares, checkpoints every 4 steps; `extra` over the Trainer options. */
+function runTiny(extra: Partial<TrainerOptions> = {}, opts: Partial<BYOLOptions> = {}): Promise<TrainRun> {
+  return trainSteps(tinyByol({ targetMomentum: 0.9, ...opts }, 11), squaresDataset(48, 16, 5), {
+    epochs: 2, batchSize: 8, seed: 11, checkpointEvery: 4,
+    optimizer: { name: "adamw", lr: 0.01, weightDecay: 1e-4 }, collapseEvery: 2, ...extra,
   });
-  const result = await trainer.fit();
-  const weights = await method.trainable.getWeights();
-  const target = method.target ? await method.target.getWeights() : {};
-  const optState = await trainer.optimizer.getState();
-  trainer.dispose();
-  method.dispose();
-  return { result, weights, target, optState, counts };
 }
-
-function assertWeightsEqual(a: WeightMap, b: WeightMap, what: string): void {
-  assert.deepEqual(Object.keys(a).sort(), Object.keys(b).sort(), `${what}: names`);
-  for (const k of Object.keys(a)) assert.deepEqual(Array.from(a[k].data), Array.from(b[k].data), `${what}.${k} differs`);
-}
-
-const tmp = (name: string) => fs.mkdtempSync(path.join(os.tmpdir(), `sslkit-byol-${name}-`));
-const stepLosses = (records: readonly { type: string; loss?: unknown }[]) => records.filter((r) => r.type === "step").map((r) => r.loss);
 
 test("BYOL under the Trainer: resume from a mid-epoch checkpoint is bitwise exact (weights, target, optimiser, losses); no tensor leak", async () => {
   await useBackend("wasm");
-  const full = await runTiny(undefined);
+  const full = await runTiny();
   assert.equal(full.result.steps, 12);
-  assert.ok(full.counts.slice(1).every((c) => c === full.counts[1]), `numTensors drifted: ${full.counts}`);
+  expectNoLeakPerStep(full.counts);
   const steps = full.result.metrics.filter((r) => r.type === "step");
   assert.ok(steps.every((r) => Number.isFinite(r.loss) && typeof r.tau === "number"));
   assert.equal(steps.filter((r) => typeof r.collapseScore === "number").length, 6);
-  const out = tmp("resume");
-  const first = await runTiny(out, { stopAfterStep: 5 });
-  assert.equal(first.result.steps, 5);
-  const ckpt = readCheckpoint(first.result.lastCheckpoint!);
-  assert.ok(ckpt.tensors["state.target"], "the checkpoint holds the target network");
-  const second = await runTiny(out, { resume: true });
-  assert.equal(second.result.resumedFromStep, 5);
-  assertWeightsEqual(second.weights, full.weights, "online weights");
-  assertWeightsEqual(second.target, full.target, "target (EMA) weights");
-  assertWeightsEqual(second.optState, full.optState, "optimiser state");
-  assert.deepEqual(stepLosses(second.result.metrics), stepLosses(full.result.metrics));
-  fs.rmSync(out, { recursive: true, force: true });
+  assert.deepEqual(Object.keys(full.state), ["target"], "the target (EMA) network is a state module");
+  // weights, the target (EMA) weights, the optimiser state and the losses equal the straight run's
+  await expectExactResume(full, runTiny, {
+    name: "byol",
+    stopAfterStep: 5,
+    stopped: (first) => {
+      assert.equal(first.result.steps, 5);
+      const ckpt = readCheckpoint(first.result.lastCheckpoint!);
+      assert.ok(ckpt.tensors["state.target"], "the checkpoint holds the target network");
+    },
+  });
 });
 
 test("BYOL ablation arms (tau_base 0, no predictor) train under the Trainer without leaking tensors", async () => {
   await useBackend("wasm");
   for (const opts of [{ targetMomentum: 0 }, { predictor: false }]) {
-    const r = await runTiny(undefined, { epochs: 1 }, opts);
+    const r = await runTiny({ epochs: 1 }, opts);
     assert.equal(r.result.steps, 6);
-    assert.ok(r.counts.slice(1).every((c) => c === r.counts[1]), `${JSON.stringify(opts)}: numTensors drifted: ${r.counts}`);
+    expectNoLeakPerStep(r.counts, `${JSON.stringify(opts)}: `);
     assert.ok(r.result.metrics.filter((m) => m.type === "step").every((m) => Number.isFinite(m.loss)));
   }
 });
@@ -345,19 +301,7 @@ test("CLI: byol's options parse (--target-momentum, --no-target-network, --no-pr
 });
 
 test("CLI: a tiny byol run trains, evaluates and writes results.json and the target network", async () => {
-  const out = tmp("cli");
-  const cli = path.resolve(__dirname, "../lib/src/cli.ts");
-  const args = [
-    "--import", "tsx", cli, "train", "byol", "--preset", "smoke", "--train-subset", "128", "--batch", "32",
-    "--eval-train-subset", "200", "--eval-test-subset", "100", "--no-baselines", "--progress", "plain", "--out", out,
-  ];
-  const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, SSLKIT_OFFLINE: "1" } });
-  let output = "";
-  child.stdout!.on("data", (d) => (output += d));
-  child.stderr!.on("data", (d) => (output += d));
-  const code = await new Promise<number | null>((r) => child.once("exit", (c) => r(c)));
-  assert.equal(code, 0, output.slice(-3000));
-  const results = JSON.parse(fs.readFileSync(path.join(out, "results.json"), "utf8"));
+  const { out, results } = await runCliSmoke("byol", ["--progress", "plain"]);
   assert.equal(results.method, "byol");
   assert.equal(results.steps, 4);
   assert.equal(results.encoders.length, 1);

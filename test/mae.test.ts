@@ -6,11 +6,10 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import * as fs from "node:fs";
-import * as os from "node:os";
 import * as path from "node:path";
-import { tf, relError, useBackend } from "./helpers";
+import { tf, relError, useBackend, imagesTensor, trainSteps, expectNoLeakPerStep, expectExactResume, runCliSmoke } from "./helpers";
+import type { TrainRun } from "./helpers";
 import { maeLoss } from "../lib/src/losses";
 import { blockPatchMask, gridPatchMask, keptPatchCount, randomPatchMask, samplePatchMask } from "../lib/src/augment/patch-masking";
 import type { PatchMask } from "../lib/src/augment/patch-masking";
@@ -21,8 +20,8 @@ import { MAE, MeanPooledViT } from "../lib/src/methods/mae";
 import type { MAEOptions } from "../lib/src/methods/mae";
 import { createMethod, methodConfig } from "../lib/src/methods";
 import { parseTrainArgs } from "../lib/src/cli";
-import { Trainer, readCheckpoint } from "../lib/src/train";
-import type { WeightMap } from "../lib/src/nn/module";
+import { readCheckpoint } from "../lib/src/train";
+import type { TrainerOptions } from "../lib/src/train";
 import type { ImageDataset } from "../lib/src/data/types";
 import { Rng } from "../lib/src/random";
 import { reconstructionGallery } from "../lib/src/viz/gallery";
@@ -289,56 +288,39 @@ function blobs(count: number, seed: number): ImageDataset {
   return { name: "blobs", images, labels, classNames: ["small", "large"], count, height: 16, width: 16, channels: 1 };
 }
 
-async function trainTiny(out: string | undefined, extra: Partial<ConstructorParameters<typeof Trainer>[2]> = {}, opts: Partial<MAEOptions> = {}) {
-  const method = tinyMae({ maskSampling: "block", ...opts }, 3);
-  const counts: number[] = [];
-  const trainer = new Trainer(method, blobs(48, 2), {
-    epochs: 2, batchSize: 8, seed: 5, outDir: out, checkpointEvery: 4, progress: "none", log: () => {}, collapseEvery: 3,
-    optimizer: { name: "adamw", lr: 3e-3, weightDecay: 0.05 },
-    onProgress: () => counts.push(tf.memory().numTensors), ...extra,
+/** 2 epochs of 6 batches of 8 blobs, block masks, checkpoints every 4 steps; `extra` over the Trainer options. */
+function trainTiny(extra: Partial<TrainerOptions> = {}): Promise<TrainRun> {
+  return trainSteps(tinyMae({ maskSampling: "block" }, 3), blobs(48, 2), {
+    epochs: 2, batchSize: 8, seed: 5, checkpointEvery: 4, collapseEvery: 3,
+    optimizer: { name: "adamw", lr: 3e-3, weightDecay: 0.05 }, ...extra,
   });
-  const result = await trainer.fit();
-  const weights = await method.trainable.getWeights();
-  const optState = await trainer.optimizer.getState();
-  trainer.dispose();
-  method.dispose();
-  return { result, weights, optState, counts };
 }
-
-function assertWeightsEqual(a: WeightMap, b: WeightMap, what: string): void {
-  assert.deepEqual(Object.keys(a).sort(), Object.keys(b).sort(), `${what}: names`);
-  for (const k of Object.keys(a)) assert.deepEqual(Array.from(a[k].data), Array.from(b[k].data), `${what}.${k} differs`);
-}
-
-const tmp = (name: string) => fs.mkdtempSync(path.join(os.tmpdir(), `sslkit-mae-${name}-`));
-const stepLosses = (records: readonly { type: string; loss?: unknown }[]) => records.filter((r) => r.type === "step").map((r) => r.loss);
 
 test("MAE under the Trainer: resume mid-epoch is bitwise exact (encoder, decoder, optimiser, losses); no tensor leak per step", async () => {
   await useBackend("wasm");
-  const full = await trainTiny(undefined);
+  const full = await trainTiny();
   assert.equal(full.result.steps, 12);
-  assert.ok(full.counts.slice(1).every((c) => c === full.counts[1]), `numTensors drifted: ${full.counts}`);
+  expectNoLeakPerStep(full.counts);
   const steps = full.result.metrics.filter((r) => r.type === "step");
   assert.ok(steps.every((r) => Number.isFinite(r.loss)));
   assert.equal(steps.filter((r) => typeof r.collapseScore === "number").length, 4);
   assert.ok(Object.keys(full.weights).some((k) => k.startsWith("decoder.blocks.0.")) && Object.keys(full.weights).some((k) => k.startsWith("backbone.")));
-  const out = tmp("resume");
-  const first = await trainTiny(out, { stopAfterStep: 5 });
-  assert.equal(first.result.steps, 5);
-  const ckpt = readCheckpoint(first.result.lastCheckpoint!);
-  assert.ok(ckpt.tensors.model["decoder.maskToken"], "the checkpoint holds the decoder");
-  const second = await trainTiny(out, { resume: true });
-  assert.equal(second.result.resumedFromStep, 5);
-  assertWeightsEqual(second.weights, full.weights, "weights");
-  assertWeightsEqual(second.optState, full.optState, "optimiser state");
-  assert.deepEqual(stepLosses(second.result.metrics), stepLosses(full.result.metrics));
-  fs.rmSync(out, { recursive: true, force: true });
+  // weights (encoder and decoder), the optimiser state and the losses equal the straight run's
+  await expectExactResume(full, trainTiny, {
+    name: "mae",
+    stopAfterStep: 5,
+    stopped: (first) => {
+      assert.equal(first.result.steps, 5);
+      const ckpt = readCheckpoint(first.result.lastCheckpoint!);
+      assert.ok(ckpt.tensors.model["decoder.maskToken"], "the checkpoint holds the decoder");
+    },
+  });
 });
 
 test("MAE: a few optimisation steps on a fixed batch and mask decrease the loss", async () => {
   await useBackend("wasm");
   const method = tinyMae({ normPix: false }, 1);
-  const x = tf.tidy(() => tf.div(tf.tensor4d(blobs(16, 3).images, [16, 16, 16, 1], "float32"), 255) as tf.Tensor4D);
+  const x = imagesTensor(blobs(16, 3));
   const { AdamW } = await import("../lib/src/train/optimizers");
   const opt = new AdamW(method.trainable.parameters(), { lr: 3e-3, weightDecay: 0 });
   const losses: number[] = [];
@@ -389,19 +371,7 @@ test("CLI: mae's options parse (--mask-ratio, --mask-sampling, --norm-pix) and b
 });
 
 test("CLI: a tiny mae run trains, evaluates the encoder's class token and writes results.json and weights", async () => {
-  const out = tmp("cli");
-  const cli = path.resolve(__dirname, "../lib/src/cli.ts");
-  const args = [
-    "--import", "tsx", cli, "train", "mae", "--preset", "smoke", "--train-subset", "128", "--batch", "32",
-    "--eval-train-subset", "200", "--eval-test-subset", "100", "--no-baselines", "--progress", "plain", "--out", out,
-  ];
-  const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, SSLKIT_OFFLINE: "1" } });
-  let output = "";
-  child.stdout!.on("data", (d) => (output += d));
-  child.stderr!.on("data", (d) => (output += d));
-  const code = await new Promise<number | null>((r) => child.once("exit", (c) => r(c)));
-  assert.equal(code, 0, output.slice(-3000));
-  const results = JSON.parse(fs.readFileSync(path.join(out, "results.json"), "utf8"));
+  const { out, results } = await runCliSmoke("mae", ["--progress", "plain"]);
   assert.equal(results.method, "mae");
   assert.equal(results.backbone, "vit-tiny");
   assert.equal(results.steps, 4);

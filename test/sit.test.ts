@@ -7,11 +7,10 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
-import * as os from "node:os";
 import * as path from "node:path";
-import { tf, useBackend, relError } from "./helpers";
+import { tf, useBackend, relError, squaresDataset, imagesTensor, tmpDir, trainSteps, expectNoLeakPerStep, expectExactResume, runCliSmoke } from "./helpers";
+import type { TrainRun } from "./helpers";
 import { GMML_CORRUPTION_TYPES, gmmlCorrupt } from "../lib/src/augment/gmml";
 import type { GmmlCorruptionType } from "../lib/src/augment/gmml";
 import { maskedL1Loss, ntXentLoss } from "../lib/src/losses";
@@ -22,35 +21,14 @@ import { vitTiny } from "../lib/src/nn/vit";
 import { SiT } from "../lib/src/methods/sit";
 import { createMethod, methodConfig } from "../lib/src/methods";
 import { parseTrainArgs } from "../lib/src/cli";
-import type { ImageDataset } from "../lib/src/data/types";
-import type { WeightMap } from "../lib/src/nn/module";
-import { Trainer, readCheckpoint } from "../lib/src/train";
+import { readCheckpoint } from "../lib/src/train";
+import type { TrainerOptions } from "../lib/src/train";
 import { Rng } from "../lib/src/random";
-
-const tmp = (prefix: string) => fs.mkdtempSync(path.join(os.tmpdir(), `sslkit-sit-${prefix}-`));
 
 /** Images with values in [0.1, 0.9], all distinct between images (so a copied pixel is recognisable). */
 function randomImages(n: number, h: number, w: number, c: number, seed: number): tf.Tensor4D {
   const rng = new Rng(seed);
   return tf.tensor4d(Float32Array.from({ length: n * h * w * c }, () => rng.uniform(0.1, 0.9)), [n, h, w, c]);
-}
-
-function squaresDataset(count: number, size: number, seed: number): ImageDataset {
-  const rng = new Rng(seed);
-  const images = new Uint8Array(count * size * size);
-  const labels = new Uint8Array(count);
-  for (let n = 0; n < count; n++) {
-    const cls = n % 4;
-    labels[n] = cls;
-    const [oy, ox] = [cls < 2 ? 0 : size / 2, cls % 2 === 0 ? 0 : size / 2];
-    for (let y = 0; y < size; y++) {
-      for (let x = 0; x < size; x++) {
-        const inside = y >= oy && y < oy + size / 2 && x >= ox && x < ox + size / 2;
-        images[n * size * size + y * size + x] = Math.min(255, (inside ? 180 : 20) + rng.int(0, 60));
-      }
-    }
-  }
-  return { name: "squares", images, labels, classNames: ["tl", "tr", "bl", "br"], count, height: size, width: size, channels: 1 };
 }
 
 test("gmmlCorrupt: every type leaves pixels outside the mask exactly unchanged and covers about `ratio` of each image", async () => {
@@ -200,7 +178,7 @@ function tinySit(opts: Partial<ConstructorParameters<typeof SiT>[0]> = {}): SiT 
 test("SiT step: loss = alpha * masked l1 of the reconstruction + cross-view NT-Xent against the teacher; no-contrastive variant", async () => {
   await useBackend("wasm");
   const ds = squaresDataset(8, 16, 1);
-  const x = tf.tidy(() => tf.div(tf.tensor4d(ds.images, [8, 16, 16, 1], "float32"), 255) as tf.Tensor4D);
+  const x = imagesTensor(ds);
   const method = tinySit({ corruption: "zeros+replace", corruptionRatio: 0.4 });
   const ctx = { step: 0, totalSteps: 10, epoch: 0, rng: new Rng(3) };
   const views = method.views(x, ctx);
@@ -259,53 +237,36 @@ test("SiT step: loss = alpha * masked l1 of the reconstruction + cross-view NT-X
   assert.throws(() => tinySit({ inputShape: [28, 28, 1] }), /takes 16x16x1 images/);
 });
 
-async function trainTiny(outDir: string, extra: { stopAfterStep?: number; resume?: boolean } = {}, onCount?: (n: number) => void) {
-  const method = tinySit({ corruption: "noise+replace", momentum: 0.9 });
-  const trainer = new Trainer(method, squaresDataset(64, 16, 2), {
-    epochs: 1, batchSize: 16, seed: 5, progress: "none", log: () => {}, collapseEvery: 2, outDir, checkpointEvery: 2,
+/** 1 epoch of 4 batches of 16 on squares, checkpoints every 2 steps; `extra` over the Trainer options. */
+function trainTiny(extra: Partial<TrainerOptions> = {}): Promise<TrainRun> {
+  return trainSteps(tinySit({ corruption: "noise+replace", momentum: 0.9 }), squaresDataset(64, 16, 2), {
+    epochs: 1, batchSize: 16, seed: 5, collapseEvery: 2, checkpointEvery: 2,
     optimizer: { name: "adamw", lr: 1e-3, weightDecay: 0.05 },
-    onProgress: () => onCount?.(tf.memory().numTensors),
     ...extra,
   });
-  const result = await trainer.fit();
-  const weights = await method.trainable.getWeights();
-  const teacher = await method.teacher!.getWeights();
-  const optState = await trainer.optimizer.getState();
-  trainer.dispose();
-  method.dispose();
-  return { result, weights, teacher, optState };
-}
-
-function assertWeightsEqual(a: WeightMap, b: WeightMap, what: string): void {
-  assert.deepEqual(Object.keys(a).sort(), Object.keys(b).sort(), `${what}: names`);
-  for (const k of Object.keys(a)) assert.deepEqual(a[k].data, b[k].data, `${what}: ${k} differs`);
 }
 
 test("SiT under the Trainer: resume is exact (model, momentum teacher, optimiser, losses); no tensor leak per step", async () => {
   await useBackend("wasm");
-  const counts: number[] = [];
-  const fullOut = tmp("full");
-  const full = await trainTiny(fullOut, {}, (n) => counts.push(n));
+  const fullOut = tmpDir("sit-full");
+  const full = await trainTiny({ outDir: fullOut });
   assert.equal(full.result.steps, 4);
-  assert.ok(counts.slice(1).every((n) => n === counts[1]), `numTensors drifted: ${counts}`);
+  expectNoLeakPerStep(full.counts);
   const steps = full.result.metrics.filter((r) => r.type === "step");
   assert.ok(steps.every((r) => [r.loss, r.recon, r.contrastive, r.contrastiveAcc].every((v) => typeof v === "number" && Number.isFinite(v))));
   assert.equal(steps.filter((r) => typeof r.collapseScore === "number").length, 2);
   // the teacher moved away from its initial copy, and differs from the online weights
+  assert.deepEqual(Object.keys(full.state), ["teacher"], "the momentum teacher is a state module");
   const name = "backbone.patchEmbed.weight";
-  assert.notDeepEqual(full.teacher[name].data, full.weights[name].data);
-  const out = tmp("resume");
-  const first = await trainTiny(out, { stopAfterStep: 2 });
-  assert.equal(first.result.interrupted, true);
-  const second = await trainTiny(out, { resume: true });
-  assert.equal(second.result.resumedFromStep, 2);
-  assert.equal(second.result.steps, 4);
-  assertWeightsEqual(second.weights, full.weights, "model");
-  assertWeightsEqual(second.teacher, full.teacher, "teacher (state module)");
-  assertWeightsEqual(second.optState, full.optState, "optimiser");
-  const losses = (r: typeof full) => r.result.metrics.filter((m) => m.type === "step").map((m) => m.loss);
-  assert.deepEqual(losses(second), losses(full));
-  for (const d of [fullOut, out]) fs.rmSync(d, { recursive: true, force: true });
+  assert.notDeepEqual(full.state.teacher[name].data, full.weights[name].data);
+  // the model, the teacher (state module), the optimiser state and the losses equal the straight run's
+  const { resumed } = await expectExactResume(full, trainTiny, {
+    name: "sit",
+    stopAfterStep: 2,
+    stopped: (first) => assert.equal(first.result.interrupted, true),
+  });
+  assert.equal(resumed.result.steps, 4);
+  fs.rmSync(fullOut, { recursive: true, force: true });
 });
 
 test("sit in the registry: CLI flags parse, bad values get clear errors", () => {
@@ -326,13 +287,8 @@ test("sit in the registry: CLI flags parse, bad values get clear errors", () => 
   assert.throws(() => createMethod(methodConfig("sit", "smoke", { backbone: "resnet-small" }), [28, 28, 1]), /sit: the backbone must be a ViT/);
 });
 
-test("CLI: `sslkit train sit` runs a tiny smoke run and writes results and the teacher", () => {
-  const out = tmp("cli");
-  const cli = path.resolve(__dirname, "../lib/src/cli.ts");
-  const args = ["--import", "tsx", cli, "train", "sit", "--preset", "smoke", "--train-subset", "128", "--batch", "32", "--eval-train-subset", "200", "--eval-test-subset", "100", "--no-baselines", "--progress", "none", "--out", out];
-  const r = spawnSync(process.execPath, args, { encoding: "utf8", env: { ...process.env, SSLKIT_OFFLINE: "1" }, timeout: 240_000 });
-  assert.equal(r.status, 0, `${r.stdout}\n${r.stderr}`.slice(-3000));
-  const results = JSON.parse(fs.readFileSync(path.join(out, "results.json"), "utf8"));
+test("CLI: `sslkit train sit` runs a tiny smoke run and writes results and the teacher", async () => {
+  const { out, results } = await runCliSmoke("sit", ["--progress", "none"], { timeoutMs: 240_000 });
   assert.equal(results.method, "sit");
   assert.equal(results.backbone, "vit-tiny");
   assert.equal(results.steps, 4);

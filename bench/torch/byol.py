@@ -9,56 +9,16 @@ the convolutions. The views are made once (model step only), which favours PyTor
 sslkit's bench times its batched augmentation inside the step.
 usage: byol.py [--threads N] [--steps N]
 """
-import copy, json, sys, time
+import copy, os, sys
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-args = sys.argv[1:]
-threads, steps = 2, 5
-if "--threads" in args:
-    i = args.index("--threads"); threads = int(args[i + 1]); del args[i:i + 2]
-if "--steps" in args:
-    i = args.index("--steps"); steps = int(args[i + 1]); del args[i:i + 2]
-torch.set_num_threads(threads)
-torch.manual_seed(0)
+sys.dont_write_bytecode = True  # no bench/torch/__pycache__ in the tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import adamw, ema_, emit, mlp_head, resnet_small, setup, throughput, timed  # noqa: E402
 
-
-def timed(step, warmup, steps):
-    for _ in range(warmup):
-        step()
-    ts = []
-    for _ in range(steps):
-        t0 = time.perf_counter(); step(); ts.append(time.perf_counter() - t0)
-    ts.sort()
-    return ts[len(ts) // 2]
-
-
-class Block(nn.Module):
-    def __init__(s, cin, cout, stride):
-        super().__init__()
-        s.c1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False); s.b1 = nn.BatchNorm2d(cout)
-        s.c2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False); s.b2 = nn.BatchNorm2d(cout)
-        s.down = None
-        if stride != 1 or cin != cout:
-            s.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-    def forward(s, x):
-        o = s.b2(s.c2(F.relu(s.b1(s.c1(x)))))
-        return F.relu(o + (s.down(x) if s.down is not None else x))
-
-
-def resnet_small(cin=3, widths=(32, 64, 128, 256)):
-    layers = [nn.Conv2d(cin, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU()]
-    c = widths[0]
-    for i, w in enumerate(widths):
-        layers.append(Block(c, w, 1 if i == 0 else 2)); c = w
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
-    return nn.Sequential(*layers)
-
-
-def mlp(d_in, hidden, d_out):
-    return nn.Sequential(nn.Linear(d_in, hidden), nn.BatchNorm1d(hidden), nn.ReLU(), nn.Linear(hidden, d_out))
+opts, _ = setup(steps=5)
 
 
 def byol_loss(p, z):
@@ -67,12 +27,12 @@ def byol_loss(p, z):
 
 def byol():
     B, tau = 128, 0.99
-    online = nn.Sequential(resnet_small(), mlp(256, 1024, 256)).to(memory_format=torch.channels_last)
-    predictor = mlp(256, 1024, 256)
+    online = nn.Sequential(resnet_small(), mlp_head(256, 1024, 256)).to(memory_format=torch.channels_last)
+    predictor = mlp_head(256, 1024, 256)
     target = copy.deepcopy(online)
     for p in target.parameters():
         p.requires_grad_(False)
-    opt = torch.optim.AdamW(list(online.parameters()) + list(predictor.parameters()), lr=1e-3, weight_decay=1e-6)
+    opt = adamw(list(online.parameters()) + list(predictor.parameters()), 1e-3, 1e-6)
     views = torch.rand(2 * B, 3, 32, 32).to(memory_format=torch.channels_last)
     online_state = [t for t in online.state_dict().values() if t.dtype.is_floating_point]
     target_state = [t for t in target.state_dict().values() if t.dtype.is_floating_point]
@@ -83,13 +43,8 @@ def byol():
         p = predictor(online(views))
         loss = byol_loss(p[:B], zt[B:]) + byol_loss(p[B:], zt[:B])
         opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
-        with torch.no_grad():  # xi <- tau xi + (1 - tau) theta
-            torch._foreach_mul_(target_state, tau)
-            torch._foreach_add_(target_state, online_state, alpha=1 - tau)
-    s = timed(step, 2, steps)
-    return {"figure": "byol-resnet-small", "imagesPerSec": round(B / s, 1), "stepMs": round(1000 * s, 1)}
+        ema_(target_state, online_state, tau)  # xi <- tau xi + (1 - tau) theta
+    return {"figure": "byol-resnet-small", **throughput(B, timed(step, 2, opts.steps))}
 
 
-r = byol()
-r.update({"bench": "torch-byol", "torch": torch.__version__, "threads": threads})
-print(json.dumps(r), flush=True)
+emit(byol(), "torch-byol")

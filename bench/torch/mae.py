@@ -10,65 +10,28 @@ LayerNorm, linear to 16 pixels); normalised-pixel MSE on the removed patches; Ad
 Prints one JSON line per figure.
 usage: mae.py [--threads N] [--steps N] [--ratio R] [--decoder-depth D]
 """
-import json, math, sys, time
+import math, os, sys
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-args = sys.argv[1:]
+sys.dont_write_bytecode = True  # no bench/torch/__pycache__ in the tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import TBlock, ViT, adamw, emit, setup, sincos_2d, throughput, timed  # noqa: E402
+
+opts, _ = setup(steps=20, ratio=0.75, decoder_depth=2)
 
 
-def opt(name, default):
-    if f"--{name}" in args:
-        return type(default)(args[args.index(f"--{name}") + 1])
-    return default
+class MAE(ViT):
+    """The ViT-tiny encoder (sin-cos positions) and the MAE reference's decoder."""
 
-
-threads = opt("threads", 2)
-steps = opt("steps", 20)
-ratio = opt("ratio", 0.75)
-dec_depth = opt("decoder-depth", 2)
-torch.set_num_threads(threads)
-torch.manual_seed(0)
-
-
-def sincos_2d(dim, gh, gw, cls=True):
-    """MAE's get_2d_sincos_pos_embed: first half encodes the column, second half the row."""
-    q = dim // 4
-    omega = 1.0 / 10000 ** (torch.arange(q, dtype=torch.float64) / q)
-    ii, jj = torch.meshgrid(torch.arange(gh, dtype=torch.float64), torch.arange(gw, dtype=torch.float64), indexing="ij")
-    j = jj.reshape(-1, 1) * omega
-    i = ii.reshape(-1, 1) * omega
-    pe = torch.cat([torch.sin(j), torch.cos(j), torch.sin(i), torch.cos(i)], 1).float()
-    return torch.cat([torch.zeros(1, dim), pe], 0)[None] if cls else pe[None]
-
-
-class TBlock(nn.Module):
-    def __init__(s, d, h):
-        super().__init__()
-        s.n1 = nn.LayerNorm(d, eps=1e-6); s.attn = nn.MultiheadAttention(d, h, batch_first=True)
-        s.n2 = nn.LayerNorm(d, eps=1e-6); s.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
-
-    def forward(s, x):
-        y = s.n1(x); x = x + s.attn(y, y, y, need_weights=False)[0]
-        return x + s.mlp(s.n2(x))
-
-
-class MAE(nn.Module):
     def __init__(s, P=4, D=128, depth=4, Dd=64, dec_depth=2, grid=7):
-        super().__init__()
-        s.P, s.D, s.Dd, s.L = P, D, Dd, grid * grid
-        s.embed = nn.Linear(P * P, D); s.cls = nn.Parameter(torch.randn(1, 1, D) * 0.02)
-        s.register_buffer("pos", sincos_2d(D, grid, grid))
-        s.blocks = nn.Sequential(*[TBlock(D, 4) for _ in range(depth)]); s.norm = nn.LayerNorm(D, eps=1e-6)
+        super().__init__(P, D, depth, grid, pos="sincos")
+        s.Dd = Dd
         s.dec_embed = nn.Linear(D, Dd); s.mask_token = nn.Parameter(torch.randn(1, 1, Dd) * 0.02)
         s.register_buffer("dec_pos", sincos_2d(Dd, grid, grid))
         s.dec_blocks = nn.Sequential(*[TBlock(Dd, 4) for _ in range(dec_depth)]); s.dec_norm = nn.LayerNorm(Dd, eps=1e-6)
         s.pred = nn.Linear(Dd, P * P)
-
-    def patchify(s, imgs):
-        B = imgs.shape[0]
-        return imgs.unfold(2, s.P, s.P).unfold(3, s.P, s.P).reshape(B, s.L, s.P * s.P)
 
     def forward(s, imgs, mask_ratio):
         B = imgs.shape[0]
@@ -112,31 +75,25 @@ def crop_flip(imgs, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3)):
 
 def main():
     B = 128
-    model = MAE(dec_depth=dec_depth)
-    optim = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
+    model = MAE(dec_depth=opts.decoder_depth)
+    optim = adamw(model.parameters(), 1e-3, 0.05)
     imgs = torch.rand(B, 1, 28, 28)
+    losses = []
 
     def step():
         with torch.no_grad():
             view = crop_flip(imgs)
-        loss = model(view, ratio)
+        loss = model(view, opts.ratio)
         optim.zero_grad(set_to_none=True); loss.backward(); optim.step()
-        return loss.item()
+        losses.append(loss.item())
 
-    for _ in range(5):
-        step()
-    ts = []
-    for _ in range(steps):
-        t0 = time.perf_counter(); loss = step(); ts.append(time.perf_counter() - t0)
-    ts.sort()
-    s = ts[len(ts) // 2]
-    print(json.dumps({
+    s = timed(step, 5, opts.steps)  # losses[-1]: the last timed step's
+    emit({
         "bench": "torch-ref", "figure": "mae-method-vit-tiny", "batch": B,
-        "input": f"28x28x1, patch 4, {round(ratio * 100)}% random masking, crop+flip view, norm-pix, decoder {dec_depth}x64",
+        "input": f"28x28x1, patch 4, {round(opts.ratio * 100)}% random masking, crop+flip view, norm-pix, decoder {opts.decoder_depth}x64",
         "params": sum(p.numel() for p in model.parameters()),
-        "imagesPerSec": round(B / s, 1), "stepMs": round(1000 * s, 1), "loss": round(loss, 4),
-        "torch": torch.__version__, "threads": threads,
-    }), flush=True)
+        **throughput(B, s), "loss": round(losses[-1], 4),
+    })
 
 
 main()

@@ -11,78 +11,22 @@ made once, outside the timed step (as torch_ref.py's SimCLR): compare with step-
 modelImagesPerSec. Prints one JSON line per figure.
 usage: sit.py [sit|sit-recon ...] [--threads N] [--steps N]
 """
-import copy, json, sys, time
+import copy, os, sys
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-args = sys.argv[1:]
-threads, steps = 2, 10
-if "--threads" in args:
-    i = args.index("--threads"); threads = int(args[i + 1]); del args[i:i + 2]
-if "--steps" in args:
-    i = args.index("--steps"); steps = int(args[i + 1]); del args[i:i + 2]
-torch.set_num_threads(threads)
-torch.manual_seed(0)
+sys.dont_write_bytecode = True  # no bench/torch/__pycache__ in the tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import ViT, adamw, ema_, emit, mlp_head, nt_xent, setup, throughput, timed  # noqa: E402
+
+opts, args = setup(steps=10)
 which = args or ["sit", "sit-recon"]
-B, P, D, L, S = 128, 4, 128, 49, 28
-
-
-def timed(step, warmup, n):
-    for _ in range(warmup):
-        step()
-    ts = []
-    for _ in range(n):
-        t0 = time.perf_counter(); step(); ts.append(time.perf_counter() - t0)
-    ts.sort()
-    return ts[len(ts) // 2]
-
-
-class TBlock(nn.Module):
-    def __init__(s, d, h):
-        super().__init__()
-        s.n1 = nn.LayerNorm(d, eps=1e-6); s.attn = nn.MultiheadAttention(d, h, batch_first=True)
-        s.n2 = nn.LayerNorm(d, eps=1e-6); s.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
-
-    def forward(s, x):
-        y = s.n1(x); x = x + s.attn(y, y, y, need_weights=False)[0]
-        return x + s.mlp(s.n2(x))
-
-
-def patchify(x):  # [N,1,28,28] -> [N,49,16]
-    return x.unfold(2, P, P).unfold(3, P, P).reshape(x.shape[0], L, P * P)
+B, P, D, S = 128, 4, 128, 28
 
 
 def unpatchify(p):  # [N,49,16] -> [N,1,28,28]
     n = p.shape[0]
     return p.reshape(n, 7, 7, P, P).permute(0, 1, 3, 2, 4).reshape(n, 1, S, S)
-
-
-class ViT(nn.Module):
-    def __init__(s):
-        super().__init__()
-        s.embed = nn.Linear(P * P, D); s.cls = nn.Parameter(torch.randn(1, 1, D) * 0.02)
-        s.register_buffer("pos", torch.randn(1, L + 1, D) * 0.02)
-        s.blocks = nn.Sequential(*[TBlock(D, 4) for _ in range(4)]); s.norm = nn.LayerNorm(D, eps=1e-6)
-
-    def forward(s, x):
-        t = s.embed(patchify(x))
-        h = torch.cat([s.cls.expand(x.shape[0], -1, -1), t], 1) + s.pos
-        h = s.norm(s.blocks(h))
-        return h[:, 0], h[:, 1:]
-
-
-def projector():
-    return nn.Sequential(nn.Linear(D, 512, bias=False), nn.BatchNorm1d(512), nn.GELU(),
-                         nn.Linear(512, 512, bias=False), nn.BatchNorm1d(512), nn.GELU(), nn.Linear(512, 128))
-
-
-def nt_xent(z1, z2, t):
-    z = F.normalize(torch.cat([z1, z2]), dim=1); n = z1.shape[0]
-    sim = z @ z.t() / t
-    sim.fill_diagonal_(-1e9)
-    target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)])
-    return F.cross_entropy(sim, target)
 
 
 def gmml_like(x):
@@ -98,9 +42,9 @@ def gmml_like(x):
 def sit(contrastive):
     vit = ViT()
     rec = nn.Sequential(nn.Linear(D, D), nn.GELU(), nn.Linear(D, D), nn.GELU(), nn.Linear(D, P * P))
-    proj = projector() if contrastive else None
+    proj = mlp_head(D, 512, 128, layers=3, act=nn.GELU, hidden_bias=False) if contrastive else None
     online = nn.ModuleList([vit, rec] + ([proj] if proj is not None else []))
-    opt = torch.optim.AdamW(online.parameters(), lr=1e-3, weight_decay=0.05)
+    opt = adamw(online.parameters(), 1e-3, 0.05)
     teacher = copy.deepcopy(nn.ModuleList([vit, proj])) if contrastive else None
     if teacher is not None:
         for p in teacher.parameters():
@@ -122,13 +66,9 @@ def sit(contrastive):
             loss = loss + (nt_xent(q[:B], k[B:], 0.2) + nt_xent(q[B:], k[:B], 0.2)) / 2
         opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
         if contrastive:
-            with torch.no_grad():
-                torch._foreach_mul_(t_params, 0.99); torch._foreach_add_(t_params, o_params, alpha=0.01)
-    s = timed(step, 3, steps)
-    return {"figure": ("sit" if contrastive else "sit-recon") + "-vit-tiny", "imagesPerSec": round(B / s, 1), "stepMs": round(1000 * s, 1)}
+            ema_(t_params, o_params, 0.99)
+    return {"figure": ("sit" if contrastive else "sit-recon") + "-vit-tiny", **throughput(B, timed(step, 3, opts.steps))}
 
 
 for w in which:
-    r = {"sit": lambda: sit(True), "sit-recon": lambda: sit(False)}[w]()
-    r.update({"bench": "torch-sit", "torch": torch.__version__, "threads": threads})
-    print(json.dumps(r), flush=True)
+    emit({"sit": lambda: sit(True), "sit-recon": lambda: sit(False)}[w](), "torch-sit")
