@@ -17,44 +17,25 @@
 import { spawnSync } from "node:child_process";
 import * as path from "node:path";
 import * as tf from "@tensorflow/tfjs-core";
-import { describeBackend, initBackend } from "../lib/src/backend";
+import { initBackend } from "../lib/src/backend";
 import { MoCoV2 } from "../lib/src/methods/moco";
 import { MoCoV3 } from "../lib/src/methods/moco-v3";
 import type { SSLMethod } from "../lib/src/methods/types";
 import { SplitBatchNorm } from "../lib/src/nn/split-batch-norm";
 import { resnetSmall } from "../lib/src/nn/resnet";
 import { vitTiny } from "../lib/src/nn/vit";
-import { Rng } from "../lib/src/random";
 import { AdamW } from "../lib/src/train/optimizers";
+import { argValue, childFigure, figureFailed, methodStep, peakRssMB, printFigure, stepSpeed, timeSteps } from "./common";
 
 const FIGURES = ["moco-v2", "moco-v3"] as const;
 type Figure = (typeof FIGURES)[number];
 
-function median(xs: number[]): number {
-  const s = xs.slice().sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
-}
-
-/** One full training step of a method as the Trainer runs it: views, loss + gradients, update, afterStep. */
-async function timeMethod(method: SSLMethod, images: tf.Tensor4D, warmup: number, steps: number): Promise<{ ms: number; loss: number }> {
-  const params = method.trainable.parameters().filter((p) => p.variable.trainable);
-  const opt = new AdamW(params, { lr: 1e-3, weightDecay: 1e-6 });
-  const vars = params.map((p) => p.variable);
-  const stepMs: number[] = [];
-  let loss = NaN;
-  for (let i = 0; i < warmup + steps; i++) {
-    const t0 = performance.now();
-    const ctx = { step: i, totalSteps: 1000, epoch: 0, rng: new Rng(i) };
-    const views = tf.tidy(() => method.views(images, ctx));
-    const { value, grads } = tf.variableGrads(() => method.step(views, ctx).loss, vars);
-    opt.applyGradients(grads);
-    method.afterStep?.(ctx);
-    loss = (await value.data())[0];
-    tf.dispose([value, ...views, ...Object.values(grads)]);
-    if (i >= warmup) stepMs.push(performance.now() - t0);
-  }
+/** One full training step as the Trainer runs it (common.ts's methodStep), timed after `warmup` steps. */
+async function timeMethod(method: SSLMethod, images: tf.Tensor4D, warmup: number, steps: number): Promise<{ stepMs: number[]; loss: number }> {
+  const opt = new AdamW(method.trainable.parameters().filter((p) => p.variable.trainable), { lr: 1e-3, weightDecay: 1e-6 });
+  const timed = await timeSteps(methodStep(method, opt, images), warmup, steps);
   opt.dispose();
-  return { ms: median(stepMs), loss };
+  return timed;
 }
 
 async function figure(which: Figure, steps: number): Promise<Record<string, unknown>> {
@@ -65,33 +46,30 @@ async function figure(which: Figure, steps: number): Promise<Record<string, unkn
     const method = new MoCoV2({ backbone: backbone(), keyBackbone: backbone(), inputShape: shape, queueSize: 4096, momentum: 0.99, bnSplits: 8, shuffleBn: true });
     const images = tf.randomUniform([batch, ...shape], 0, 1, "float32", 1) as tf.Tensor4D;
     const warmupSteps = 2;
-    const { ms, loss } = await timeMethod(method, images, warmupSteps, steps);
-    return { figure: "moco-v2-resnet-small", batch, input: "32x32x3 x 2 views", params: method.trainable.numParameters(), queue: 4096, bnSplits: 8, warmupSteps, steps, stepMsMedian: +ms.toFixed(1), imagesPerSec: +((batch * 1000) / ms).toFixed(1), peakRssMB: +(process.resourceUsage().maxRSS / 1024).toFixed(0), loss: +loss.toFixed(4) };
+    const { stepMs, loss } = await timeMethod(method, images, warmupSteps, steps);
+    return { figure: "moco-v2-resnet-small", batch, input: "32x32x3 x 2 views", params: method.trainable.numParameters(), queue: 4096, bnSplits: 8, warmupSteps, steps, ...stepSpeed(batch, stepMs), peakRssMB: peakRssMB(), loss: +loss.toFixed(4) };
   }
   const shape: [number, number, number] = [28, 28, 1];
   const vit = () => vitTiny({ imageSize: 28, inChannels: 1, seed: 0 });
   const method = new MoCoV3({ backbone: vit(), keyBackbone: vit(), inputShape: shape, projectionHiddenDim: 512, projectionDim: 128, momentum: 0.99, cropScale: [0.2, 1] });
   const images = tf.randomUniform([batch, ...shape], 0, 1, "float32", 2) as tf.Tensor4D;
   const warmupSteps = 3;
-  const { ms, loss } = await timeMethod(method, images, warmupSteps, steps);
-  return { figure: "moco-v3-vit-tiny", batch, input: "28x28x1 x 2 views", params: method.trainable.numParameters(), warmupSteps, steps, stepMsMedian: +ms.toFixed(1), imagesPerSec: +((batch * 1000) / ms).toFixed(1), peakRssMB: +(process.resourceUsage().maxRSS / 1024).toFixed(0), loss: +loss.toFixed(4) };
+  const { stepMs, loss } = await timeMethod(method, images, warmupSteps, steps);
+  return { figure: "moco-v3-vit-tiny", batch, input: "28x28x1 x 2 views", params: method.trainable.numParameters(), warmupSteps, steps, ...stepSpeed(batch, stepMs), peakRssMB: peakRssMB(), loss: +loss.toFixed(4) };
 }
 
 async function child(which: Figure, stepsOverride: number | undefined): Promise<void> {
   const info = await initBackend();
   const result = await figure(which, stepsOverride ?? (which === "moco-v2" ? 5 : 10));
-  console.log(JSON.stringify({ bench: "step-moco", ...result, backend: describeBackend(info), threads: info.threads }));
+  printFigure("step-moco", result, info);
 }
 
 const args = process.argv.slice(2);
-const stepsArg = args.indexOf("--steps");
-const steps = stepsArg >= 0 ? Number(args[stepsArg + 1]) : undefined;
-const childFigure = args.find((a) => a.startsWith("--child="))?.slice("--child=".length) as Figure | undefined;
-if (childFigure) {
-  child(childFigure, steps).catch((err) => {
-    console.log(JSON.stringify({ bench: "step-moco", figure: childFigure, error: String(err?.message ?? err).slice(0, 500) }));
-    process.exit(1);
-  });
+const stepsFlag = argValue("steps");
+const steps = stepsFlag !== undefined ? Number(stepsFlag) : undefined;
+const which = childFigure<Figure>();
+if (which) {
+  child(which, steps).catch(figureFailed("step-moco", which));
 } else {
   const only = args.filter((a) => (FIGURES as readonly string[]).includes(a)) as Figure[];
   const figures = only.length > 0 ? only : [...FIGURES];

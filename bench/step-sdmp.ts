@@ -16,26 +16,20 @@
  *
  *   node --import tsx bench/step-sdmp.ts [sdmp|moco-v3] [--steps N]
  */
-import { spawnSync } from "node:child_process";
 import * as tf from "@tensorflow/tfjs-core";
-import { describeBackend, initBackend } from "../lib/src/backend";
+import { initBackend } from "../lib/src/backend";
 import { MoCoV3 } from "../lib/src/methods/moco-v3";
 import { MoCoV3SDMP } from "../lib/src/methods/sdmp";
 import type { SSLMethod } from "../lib/src/methods/types";
 import { vitTiny } from "../lib/src/nn/vit";
 import { Rng } from "../lib/src/random";
 import { AdamW } from "../lib/src/train/optimizers";
+import { argValue, childFigure, figureFailed, median, peakRssMB, printFigure, runFigureChildren } from "./common";
 
 const FIGURES = ["sdmp", "moco-v3"] as const;
 type Figure = (typeof FIGURES)[number];
 const args = process.argv.slice(2);
-const stepsArg = args.indexOf("--steps");
-const STEPS = stepsArg >= 0 ? Number(args[stepsArg + 1]) : 6;
-
-function median(xs: number[]): number {
-  const s = xs.slice().sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
-}
+const STEPS = Number(argValue("steps") ?? 6);
 
 async function figure(which: Figure): Promise<Record<string, unknown>> {
   const batch = 128;
@@ -83,7 +77,7 @@ async function figure(which: Figure): Promise<Record<string, unknown>> {
     imagesPerSec: +((batch * 1000) / ms).toFixed(1),
     modelImagesPerSec: +((batch * 1000) / (ms - vms)).toFixed(1),
     cpuMsMedian: +median(cpuMs).toFixed(0),
-    peakRssMB: +(process.resourceUsage().maxRSS / 1024).toFixed(0),
+    peakRssMB: peakRssMB(),
     loss: +loss.toFixed(4),
   };
   method.dispose();
@@ -95,23 +89,10 @@ async function figure(which: Figure): Promise<Record<string, unknown>> {
 async function child(which: Figure): Promise<void> {
   const info = await initBackend();
   const result = await figure(which);
-  console.log(JSON.stringify({ bench: "step-sdmp", ...result, backend: describeBackend(info), threads: info.threads }));
+  printFigure("step-sdmp", result, info);
 }
 
-const childIdx = args.indexOf("--child");
-if (childIdx >= 0) {
-  const which = args[childIdx + 1] as Figure;
-  child(which).catch((err) => {
-    console.log(JSON.stringify({ bench: "step-sdmp", figure: which, error: String(err?.message ?? err).slice(0, 500) }));
-    process.exit(1);
-  });
-} else {
-  const chosen = FIGURES.filter((f) => args.includes(f));
-  let failed = 0;
-  for (const which of chosen.length > 0 ? chosen : FIGURES) {
-    // each figure in its own process, so the peak RSS is that figure's alone
-    const r = spawnSync(process.execPath, ["--import", "tsx", __filename, "--child", which, ...(stepsArg >= 0 ? ["--steps", String(STEPS)] : [])], { stdio: "inherit", env: process.env });
-    if (r.status !== 0) failed++;
-  }
-  process.exit(failed > 0 ? 1 : 0);
-}
+const which = childFigure<Figure>();
+if (which) child(which).catch(figureFailed("step-sdmp", which));
+// each figure in its own process, so the peak RSS is that figure's alone
+else runFigureChildren(__filename, FIGURES, args);

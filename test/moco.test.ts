@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { relError, tf, useBackend } from "./helpers";
+import { expectExactResume, expectNoLeakPerStep, relError, runCliSmoke, tf, trainSteps, useBackend } from "./helpers";
 import { infoNceAccuracy, infoNceLoss } from "../lib/src/losses";
 import { KeyQueue } from "../lib/src/train/key-queue";
 import { nativeKernelsActive } from "../lib/src/backend/native-kernels";
@@ -22,10 +22,10 @@ import { MoCoV1, MoCoV2 } from "../lib/src/methods/moco";
 import { MoCoV3 } from "../lib/src/methods/moco-v3";
 import { createMethod, methodConfig } from "../lib/src/methods";
 import { mocoBackbone } from "../lib/src/methods/specs/moco";
-import { parseTrainArgs, runTrain } from "../lib/src/cli";
-import { Trainer, cosineMomentum } from "../lib/src/train";
+import { parseTrainArgs } from "../lib/src/cli";
+import { cosineMomentum } from "../lib/src/train";
+import type { TrainerOptions } from "../lib/src/train";
 import type { ImageDataset } from "../lib/src/data/types";
-import type { WeightMap } from "../lib/src/nn/module";
 import { Rng } from "../lib/src/random";
 
 // ---- InfoNCE -------------------------------------------------------------------------------
@@ -405,51 +405,22 @@ function noiseDataset(count: number, size: number, seed: number): ImageDataset {
   return { name: "noise", images, labels: new Uint8Array(count).map((_, i) => i % 2), classNames: ["a", "b"], count, height: size, width: size, channels: 1 };
 }
 
-async function allWeights(m: MoCoV1): Promise<Record<string, WeightMap>> {
-  const out: Record<string, WeightMap> = { model: await m.trainable.getWeights() };
-  for (const [k, mod] of Object.entries(m.stateModules())) out[k] = await mod.getWeights();
-  return out;
-}
-
 test("MoCo v1 under the Trainer: resume reproduces the queue, pointer, key encoder and weights bitwise; no leaks", async () => {
   await useBackend("wasm");
   const ds = noiseDataset(40, 8, 7);
-  const out = fs.mkdtempSync(path.join(os.tmpdir(), "sslkit-moco-"));
-  const run = async (dir: string | undefined, opts: { resume?: boolean; stopAfterStep?: number } = {}) => {
-    const m = tinyMoCo({ queueSize: 11, momentum: 0.8, bnSplits: 2 }); // 11: the batch of 8 wraps around unevenly
-    const counts: number[] = [];
-    const trainer = new Trainer(m, ds, {
-      epochs: 1, batchSize: 8, seed: 3, progress: "none", log: () => {}, outDir: dir, checkpointEvery: 1, collapseEvery: 2,
-      optimizer: { name: "adamw", lr: 1e-2, weightDecay: 1e-4 }, onProgress: () => counts.push(tf.memory().numTensors), ...opts,
-    });
-    const result = await trainer.fit();
-    const w = await allWeights(m);
-    const pointer = m.queue!.position();
-    trainer.dispose();
-    m.dispose();
-    return { result, w, counts, pointer };
-  };
-  const full = await run(undefined);
+  // 11: the batch of 8 wraps around unevenly
+  const train = (extra: Partial<TrainerOptions> = {}) => trainSteps(tinyMoCo({ queueSize: 11, momentum: 0.8, bnSplits: 2 }), ds, {
+    epochs: 1, batchSize: 8, seed: 3, checkpointEvery: 1, collapseEvery: 2,
+    optimizer: { name: "adamw", lr: 1e-2, weightDecay: 1e-4 }, ...extra,
+  });
+  const full = await train();
   assert.equal(full.result.steps, 5);
-  assert.equal(full.pointer, (5 * 8) % 11);
-  assert.ok(full.counts.slice(1).every((c) => c === full.counts[1]), `numTensors drifted: ${full.counts}`);
+  assert.equal(full.state.queue.pointer.data[0], (5 * 8) % 11);
+  expectNoLeakPerStep(full.counts);
   const losses = full.result.metrics.filter((r) => r.type === "step");
   assert.ok(losses.every((r) => Number.isFinite(r.loss) && typeof r.contrastiveAcc === "number"));
-  const first = await run(out, { stopAfterStep: 2 });
-  assert.equal(first.result.steps, 2);
-  const second = await run(out, { resume: true });
-  assert.equal(second.result.resumedFromStep, 2);
-  assert.deepEqual(Object.keys(second.w), ["model", "keyEncoder", "queue"]);
-  for (const [group, weights] of Object.entries(full.w)) {
-    for (const [name, t] of Object.entries(weights)) {
-      assert.deepEqual(Buffer.from(second.w[group][name].data.buffer), Buffer.from(t.data.buffer), `${group}.${name} differs after resume`);
-    }
-  }
-  assert.deepEqual(
-    second.result.metrics.filter((r) => r.type === "step").map((r) => r.loss),
-    losses.map((r) => r.loss),
-  );
-  fs.rmSync(out, { recursive: true, force: true });
+  assert.deepEqual(Object.keys(full.state), ["keyEncoder", "queue"]);
+  await expectExactResume(full, train, { name: "moco", stopAfterStep: 2, stopped: (first) => assert.equal(first.result.steps, 2) });
 });
 
 test("MoCo v3 and end-to-end MoCo under the Trainer: no tensor leaks per step", async () => {
@@ -457,13 +428,9 @@ test("MoCo v3 and end-to-end MoCo under the Trainer: no tensor leaks per step", 
   const ds = noiseDataset(32, 8, 9);
   const vit = () => vitTiny({ imageSize: 8, inChannels: 1, seed: 0 });
   for (const m of [new MoCoV3({ backbone: vit(), keyBackbone: vit(), inputShape: [8, 8, 1], projectionHiddenDim: 16, projectionDim: 8 }), tinyMoCo({ queueSize: 0 })]) {
-    const counts: number[] = [];
-    const trainer = new Trainer(m, ds, { epochs: 1, batchSize: 8, seed: 1, progress: "none", log: () => {}, collapseEvery: 2, onProgress: () => counts.push(tf.memory().numTensors) });
-    const result = await trainer.fit();
+    const { result, counts } = await trainSteps(m, ds, { epochs: 1, batchSize: 8, seed: 1, collapseEvery: 2 });
     assert.equal(result.steps, 4);
-    assert.ok(counts.slice(1).every((c) => c === counts[1]), `${m.name}: numTensors drifted: ${counts}`);
-    trainer.dispose();
-    m.dispose();
+    expectNoLeakPerStep(counts, `${m.name}: `);
   }
 });
 
@@ -503,18 +470,10 @@ test("registry and CLI: MoCo options parse, bad values get clear errors, presets
 });
 
 test("CLI smoke: moco-v1, moco-v2 and moco-v3 train and write results.json", async () => {
-  await useBackend("wasm");
-  const root = fs.mkdtempSync(path.join(os.tmpdir(), "sslkit-moco-cli-"));
-  const log = console.log;
-  console.log = () => {};
-  try {
-    for (const method of ["moco-v1", "moco-v2", "moco-v3"]) {
-      const out = path.join(root, method);
-      const args = ["train", method, "--preset", "smoke", "--backbone", method === "moco-v3" ? "vit-tiny" : "resnet-tiny", "--train-subset", "128", "--batch", "32",
-        "--eval-train-subset", "200", "--eval-test-subset", "100", "--no-baselines", "--progress", "none", "--backend", "wasm", "--out", out];
-      const code = await runTrain(args);
-      assert.equal(code, 0, method);
-      const results = JSON.parse(fs.readFileSync(path.join(out, "results.json"), "utf8"));
+  for (const method of ["moco-v1", "moco-v2", "moco-v3"]) {
+    const backbone = method === "moco-v3" ? "vit-tiny" : "resnet-tiny";
+    const { out, results } = await runCliSmoke(method, ["--backbone", backbone, "--progress", "none", "--backend", "wasm"]);
+    try {
       assert.equal(results.method, method);
       assert.equal(results.steps, 4);
       const learned = results.encoders[0];
@@ -522,9 +481,8 @@ test("CLI smoke: moco-v1, moco-v2 and moco-v3 train and write results.json", asy
       const lines = fs.readFileSync(path.join(out, "metrics.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l));
       assert.ok(lines.filter((r) => r.type === "step").every((r) => Number.isFinite(r.loss)));
       assert.ok(fs.existsSync(path.join(out, "weights")));
+    } finally {
+      fs.rmSync(out, { recursive: true, force: true });
     }
-  } finally {
-    console.log = log;
-    fs.rmSync(root, { recursive: true, force: true });
   }
 });

@@ -7,11 +7,9 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
-import * as os from "node:os";
 import * as path from "node:path";
-import { relError, tf, useBackend } from "./helpers";
+import { expectExactResume, expectNoLeakPerStep, relError, runCliSmoke, squaresDataset, tf, trainSteps, useBackend } from "./helpers";
 import { Rng } from "../lib/src/random";
 import {
   MIX_STRATEGIES,
@@ -33,9 +31,7 @@ import { createMethod, methodConfig } from "../lib/src/methods";
 import { parseTrainArgs } from "../lib/src/cli";
 import { vitTiny } from "../lib/src/nn/vit";
 import { resnetTiny } from "../lib/src/nn/resnet";
-import type { WeightMap } from "../lib/src/nn/module";
-import type { ImageDataset } from "../lib/src/data/types";
-import { Trainer } from "../lib/src/train";
+import type { TrainerOptions } from "../lib/src/train";
 import type { SSLMethod } from "../lib/src/methods/types";
 
 const N = 8;
@@ -334,26 +330,6 @@ function tinyDino(mix: SdmpOptions, seed = 0): DINOSDMP {
   }, mix);
 }
 
-/** Tiny structured images: a bright square at one of 4 positions (the class), plus noise. */
-function squaresDataset(count: number, size: number, seed: number): ImageDataset {
-  const rng = new Rng(seed);
-  const images = new Uint8Array(count * size * size);
-  const labels = new Uint8Array(count);
-  const half = size / 2;
-  for (let n = 0; n < count; n++) {
-    const c = n % 4;
-    labels[n] = c;
-    for (let y = 0; y < size; y++) {
-      for (let x = 0; x < size; x++) {
-        const inside = y >= (c < 2 ? 0 : half) && y < (c < 2 ? half : size) && x >= (c % 2 === 0 ? 0 : half) && x < (c % 2 === 0 ? half : size);
-        images[n * size * size + y * size + x] = Math.min(255, (inside ? 180 : 20) + rng.int(0, 60));
-      }
-    }
-  }
-  return { name: "squares", images, labels, classNames: ["tl", "tr", "bl", "br"], count, height: size, width: size, channels: 1 };
-}
-
-
 test("MoCoV3SDMP views: [x1, x2, mix(x1), mix(x2), lambdas], one strategy and one plan per batch", async () => {
   await useBackend("wasm");
   const x = constantBatch(8, 16, 16);
@@ -529,31 +505,11 @@ test("sdmpDistillationTerms: targets are the soft labels applied to the teacher'
   assert.ok(Math.abs(got[1] - mix / 4) < 1e-4, `L_mix ${got[1]} vs ${mix / 4}`);
 });
 
-async function runTiny(make: () => SSLMethod, out: string | undefined, extra: Partial<ConstructorParameters<typeof Trainer>[2]> = {}) {
-  const ds = squaresDataset(32, 16, 5);
-  const method = make();
-  const counts: number[] = [];
-  const trainer = new Trainer(method, ds, {
-    epochs: 2, batchSize: 8, seed: 11, outDir: out, checkpointEvery: 4, progress: "none", log: () => {},
-    optimizer: { name: "adamw", lr: 0.005, weightDecay: 1e-4 }, collapseEvery: 3,
-    onProgress: () => counts.push(tf.memory().numTensors), ...extra,
+const runTiny = (make: () => SSLMethod, extra: Partial<TrainerOptions> = {}) =>
+  trainSteps(make(), squaresDataset(32, 16, 5), {
+    epochs: 2, batchSize: 8, seed: 11, checkpointEvery: 4,
+    optimizer: { name: "adamw", lr: 0.005, weightDecay: 1e-4 }, collapseEvery: 3, ...extra,
   });
-  const result = await trainer.fit();
-  const weights = await method.trainable.getWeights();
-  const state: Record<string, WeightMap> = {};
-  for (const [k, mod] of Object.entries(method.stateModules?.() ?? {})) state[k] = await mod.getWeights();
-  trainer.dispose();
-  method.dispose();
-  return { result, weights, state, counts };
-}
-
-function assertWeightsEqual(a: WeightMap, b: WeightMap, what: string): void {
-  assert.deepEqual(Object.keys(a).sort(), Object.keys(b).sort(), `${what}: names`);
-  for (const k of Object.keys(a)) assert.deepEqual(Array.from(a[k].data), Array.from(b[k].data), `${what}.${k} differs`);
-}
-
-const tmp = (name: string) => fs.mkdtempSync(path.join(os.tmpdir(), `sslkit-sdmp-${name}-`));
-const stepLosses = (records: readonly { type: string; loss?: unknown }[]) => records.filter((r) => r.type === "step").map((r) => r.loss);
 
 for (const [label, make, stateNames] of [
   ["MoCoV3SDMP", () => tinyMoco({}, 3), ["momentumEncoder"]],
@@ -561,21 +517,15 @@ for (const [label, make, stateNames] of [
 ] as const) {
   test(`${label} under the Trainer: no tensor leak per step; resume from a mid-epoch checkpoint is bitwise exact`, async () => {
     await useBackend("wasm");
-    const full = await runTiny(make, undefined);
+    const full = await runTiny(make);
     assert.equal(full.result.steps, 8);
-    assert.ok(full.counts.slice(1).every((c) => c === full.counts[1]), `numTensors drifted: ${full.counts}`);
+    expectNoLeakPerStep(full.counts);
     const steps = full.result.metrics.filter((r) => r.type === "step");
     assert.ok(steps.every((r) => Number.isFinite(r.loss) && typeof r.sdmpSource === "number" && typeof r.sdmpMix === "number" && typeof r.mixLam === "number"));
     assert.deepEqual(Object.keys(full.state).sort(), [...stateNames].sort());
-    const out = tmp("resume");
-    const first = await runTiny(make, out, { stopAfterStep: 3 });
-    assert.equal(first.result.steps, 3);
-    const second = await runTiny(make, out, { resume: true });
-    assert.equal(second.result.resumedFromStep, 3);
-    assertWeightsEqual(second.weights, full.weights, "weights");
-    for (const k of stateNames) assertWeightsEqual(second.state[k], full.state[k], `state.${k}`);
-    assert.deepEqual(stepLosses(second.result.metrics), stepLosses(full.result.metrics));
-    fs.rmSync(out, { recursive: true, force: true });
+    await expectExactResume(full, (extra) => runTiny(make, extra), {
+      name: "sdmp", stopAfterStep: 3, stopped: (first) => assert.equal(first.result.steps, 3),
+    });
   });
 }
 
@@ -612,14 +562,8 @@ test("CLI: --sdmp, --mix-alpha and --mix-naive on moco-v3 and dino; bad values f
 });
 
 for (const method of ["moco-v3", "dino"]) {
-  test(`CLI: \`sslkit train ${method} --sdmp mixup,cutmix,resizemix\` runs a tiny smoke run and writes results`, () => {
-    const out = tmp(`cli-${method}`);
-    const cli = path.resolve(__dirname, "../lib/src/cli.ts");
-    const args = ["--import", "tsx", cli, "train", method, "--preset", "smoke", "--sdmp", "mixup,cutmix,resizemix", "--train-subset", "128", "--batch", "32",
-      "--eval-train-subset", "200", "--eval-test-subset", "100", "--no-baselines", "--progress", "none", "--out", out];
-    const r = spawnSync(process.execPath, args, { encoding: "utf8", env: { ...process.env, SSLKIT_OFFLINE: "1" }, timeout: 240_000 });
-    assert.equal(r.status, 0, `${r.stdout}\n${r.stderr}`.slice(-3000));
-    const results = JSON.parse(fs.readFileSync(path.join(out, "results.json"), "utf8"));
+  test(`CLI: \`sslkit train ${method} --sdmp mixup,cutmix,resizemix\` runs a tiny smoke run and writes results`, async () => {
+    const { out, results } = await runCliSmoke(method, ["--sdmp", "mixup,cutmix,resizemix", "--progress", "none"], { timeoutMs: 240_000 });
     assert.equal(results.method, method);
     assert.equal(results.steps, 4);
     assert.ok(results.encoders[0].knnTop1 > 0.1, `k-NN ${results.encoders[0].knnTop1}`);

@@ -4,46 +4,19 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { tf, useBackend } from "./helpers";
+import { expectNoLeakPerStep, imagesTensor, squaresDataset, tf, useBackend } from "./helpers";
 import { SimCLR } from "../lib/src/methods/simclr";
 import { resnetSmall } from "../lib/src/nn/resnet";
 import { vitTiny } from "../lib/src/nn/vit";
 import { ntXentLoss } from "../lib/src/losses";
-import type { ImageDataset } from "../lib/src/data/types";
 import { AdamW, Trainer } from "../lib/src/train";
 import { Rng } from "../lib/src/random";
-
-/** Tiny structured images: a bright square at one of 4 positions (the class), plus noise. */
-function squaresDataset(count: number, size: number, seed: number): ImageDataset {
-  const rng = new Rng(seed);
-  const images = new Uint8Array(count * size * size);
-  const labels = new Uint8Array(count);
-  const half = size / 2;
-  for (let n = 0; n < count; n++) {
-    const c = n % 4;
-    labels[n] = c;
-    const oy = c < 2 ? 0 : half;
-    const ox = c % 2 === 0 ? 0 : half;
-    for (let y = 0; y < size; y++) {
-      for (let x = 0; x < size; x++) {
-        const inside = y >= oy && y < oy + half && x >= ox && x < ox + half;
-        images[n * size * size + y * size + x] = Math.min(255, (inside ? 180 : 20) + rng.int(0, 60));
-      }
-    }
-  }
-  return { name: "squares", images, labels, classNames: ["tl", "tr", "bl", "br"], count, height: size, width: size, channels: 1 };
-}
-
-function toTensor(ds: ImageDataset, n: number): tf.Tensor4D {
-  const px = ds.height * ds.width * ds.channels;
-  return tf.tidy(() => tf.div(tf.tensor4d(ds.images.subarray(0, n * px), [n, ds.height, ds.width, ds.channels], "float32"), 255) as tf.Tensor4D);
-}
 
 test("SimCLR: two views of the batch's shape, loss = NT-Xent(g(f(v1)), g(f(v2))), finite metrics", async () => {
   await useBackend("wasm");
   const ds = squaresDataset(16, 16, 1);
   const method = new SimCLR({ backbone: resnetSmall({ inChannels: 1, seed: 0 }), inputShape: [16, 16, 1], temperature: 0.2, projectionHiddenDim: 64, projectionDim: 32 });
-  const x = toTensor(ds, 8);
+  const x = imagesTensor(ds, 8);
   const ctx = { step: 0, totalSteps: 1, epoch: 0, rng: new Rng(3) };
   const views = method.views(x, ctx);
   assert.equal(views.length, 2);
@@ -82,7 +55,7 @@ test("SimCLR: a few optimisation steps on fixed views decrease the NT-Xent loss"
   const ds = squaresDataset(16, 16, 2);
   const method = new SimCLR({ backbone: vitTiny({ imageSize: 16, inChannels: 1, seed: 0 }), inputShape: [16, 16, 1], temperature: 0.5, projectionHiddenDim: 64, projectionDim: 32 });
   const opt = new AdamW(method.trainable.parameters(), { lr: 2e-3, weightDecay: 0 });
-  const x = toTensor(ds, 16);
+  const x = imagesTensor(ds, 16);
   const ctx = { step: 0, totalSteps: 10, epoch: 0, rng: new Rng(5) };
   const views = method.views(x, ctx);
   const losses: number[] = [];
@@ -113,7 +86,7 @@ test("SimCLR under the Trainer: no tensor leaks, finite metrics, contrastive acc
   });
   const result = await trainer.fit();
   assert.equal(result.steps, 8);
-  assert.ok(counts.slice(1).every((c) => c === counts[1]), `numTensors drifted: ${counts}`);
+  expectNoLeakPerStep(counts);
   const steps = result.metrics.filter((r) => r.type === "step");
   assert.ok(steps.every((r) => typeof r.loss === "number" && Number.isFinite(r.loss) && typeof r.contrastiveAcc === "number"));
   assert.equal(steps.filter((r) => typeof r.collapseScore === "number").length, 4);

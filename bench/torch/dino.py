@@ -14,10 +14,13 @@ The crops are made once (model step only), which favours PyTorch slightly: sslki
 its multi-crop augmentation inside the step.
 usage: dino.py [--threads N] [--steps N] [--local-crops N] [--out-dim K]
 """
-import json, resource, sys, time
+import json, os, resource, sys, time
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+sys.dont_write_bytecode = True  # no bench/torch/__pycache__ in the tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import TBlock, timed  # noqa: E402
 
 args = sys.argv[1:]
 threads, steps, local_crops, out_dim = 2, 5, 6, 4096
@@ -32,16 +35,6 @@ torch.set_num_threads(threads)
 torch.manual_seed(0)
 
 
-def timed(step, warmup, steps):
-    for _ in range(warmup):
-        step()
-    ts = []
-    for _ in range(steps):
-        t0 = time.perf_counter(); step(); ts.append(time.perf_counter() - t0)
-    ts.sort()
-    return ts[len(ts) // 2]
-
-
 def sincos_2d(dim, gh, gw):
     """MAE's get_2d_sincos_pos_embed (column half first), [gh * gw, dim]."""
     q = dim // 4
@@ -49,17 +42,6 @@ def sincos_2d(dim, gh, gw):
     ii, jj = torch.meshgrid(torch.arange(gh, dtype=torch.float64), torch.arange(gw, dtype=torch.float64), indexing="ij")
     i, j = ii.reshape(-1, 1) * omega, jj.reshape(-1, 1) * omega
     return torch.cat([torch.sin(j), torch.cos(j), torch.sin(i), torch.cos(i)], 1).float()
-
-
-class TBlock(nn.Module):
-    def __init__(s, d, h):
-        super().__init__()
-        s.n1 = nn.LayerNorm(d, eps=1e-6); s.attn = nn.MultiheadAttention(d, h, batch_first=True)
-        s.n2 = nn.LayerNorm(d, eps=1e-6); s.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
-
-    def forward(s, x):
-        y = s.n1(x); x = x + s.attn(y, y, y, need_weights=False)[0]
-        return x + s.mlp(s.n2(x))
 
 
 class ViTTiny(nn.Module):

@@ -15,10 +15,13 @@ The views are made once (model step only), which favours PyTorch slightly: sslki
 its batched augmentation inside the step.
 usage: moco.py [moco-v2|moco-v3 ...] [--threads N] [--steps N] [--split-impl demo|chunk] [--nchw]
 """
-import copy, json, sys, time
+import copy, json, os, sys, time
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+sys.dont_write_bytecode = True  # no bench/torch/__pycache__ in the tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import TBlock, timed  # noqa: E402
 
 args = sys.argv[1:]
 threads = 2
@@ -29,16 +32,6 @@ if "--steps" in args:
     i = args.index("--steps"); steps_override = int(args[i + 1]); del args[i:i + 2]
 torch.set_num_threads(threads)
 torch.manual_seed(0)
-
-
-def timed(step, warmup, steps):
-    for _ in range(warmup):
-        step()
-    ts = []
-    for _ in range(steps):
-        t0 = time.perf_counter(); step(); ts.append(time.perf_counter() - t0)
-    ts.sort()
-    return ts[len(ts) // 2]
 
 
 SPLIT_IMPL = "demo"
@@ -136,17 +129,6 @@ def moco_v2():
             ptr[0] = (ptr[0] + B) % K
     s = timed(step, 2, steps_override or 5)
     return {"figure": "moco-v2-resnet-small", "imagesPerSec": round(B / s, 1), "stepMs": round(1000 * s, 1), "splitBn": SPLIT_IMPL, "channelsLast": CHANNELS_LAST}
-
-
-class TBlock(nn.Module):
-    def __init__(s, d, h):
-        super().__init__()
-        s.n1 = nn.LayerNorm(d, eps=1e-6); s.attn = nn.MultiheadAttention(d, h, batch_first=True)
-        s.n2 = nn.LayerNorm(d, eps=1e-6); s.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
-
-    def forward(s, x):
-        y = s.n1(x); x = x + s.attn(y, y, y, need_weights=False)[0]
-        return x + s.mlp(s.n2(x))
 
 
 class ViTTiny(nn.Module):

@@ -13,10 +13,13 @@ and the mixes (CutMix boxes, lambda ~ Beta(1, 1)) are made once, outside the tim
 torch_ref.py's SimCLR): compare with step-sdmp.ts's modelImagesPerSec. One JSON line per figure.
 usage: sdmp.py [moco-v3|sdmp ...] [--threads N] [--steps N]
 """
-import copy, json, sys, time
+import copy, json, os, sys, time
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+sys.dont_write_bytecode = True  # no bench/torch/__pycache__ in the tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import TBlock, timed  # noqa: E402
 
 args = sys.argv[1:]
 threads, steps = 2, 10
@@ -28,27 +31,6 @@ torch.set_num_threads(threads)
 torch.manual_seed(0)
 which = args or ["moco-v3", "sdmp"]
 B, P, D, L, S, T = 128, 4, 128, 49, 28, 0.2
-
-
-def timed(step, warmup, n):
-    for _ in range(warmup):
-        step()
-    ts = []
-    for _ in range(n):
-        t0 = time.perf_counter(); step(); ts.append(time.perf_counter() - t0)
-    ts.sort()
-    return ts[len(ts) // 2]
-
-
-class TBlock(nn.Module):
-    def __init__(s, d, h):
-        super().__init__()
-        s.n1 = nn.LayerNorm(d, eps=1e-6); s.attn = nn.MultiheadAttention(d, h, batch_first=True)
-        s.n2 = nn.LayerNorm(d, eps=1e-6); s.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
-
-    def forward(s, x):
-        y = s.n1(x); x = x + s.attn(y, y, y, need_weights=False)[0]
-        return x + s.mlp(s.n2(x))
 
 
 def patchify(x):  # [N,1,28,28] -> [N,49,16]

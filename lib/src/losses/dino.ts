@@ -14,6 +14,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import * as fastOps from "../nn/fast-ops";
 import { columnMeans } from "../nn/fast-ops";
+import { stopGradient } from "../nn/no-grad";
 
 /** The loss and its two parts, averaged like the loss (over the pairs and the batch). */
 export interface DinoLossTerms {
@@ -25,14 +26,8 @@ export interface DinoLossTerms {
   kl: tf.Scalar;
 }
 
-/**
- * x with a zero gradient (torch's .detach()): the value passes, nothing flows back. Used for the
- * teacher's probabilities and for a frozen layer's weight.
- */
-export const stopGradient: (x: tf.Tensor) => tf.Tensor = tf.customGrad(((x: tf.Tensor) => ({
-  value: tf.clone(x),
-  gradFunc: (dy: tf.Tensor) => [tf.zerosLike(dy)],
-})) as unknown as Parameters<typeof tf.customGrad>[0]) as unknown as (x: tf.Tensor) => tf.Tensor;
+/** Re-exported from nn/no-grad: x with a zero gradient (torch's .detach()), for the teacher's probabilities. */
+export { stopGradient };
 
 function checkCenterAndTemps(fn: string, k: number, center: tf.Tensor, studentTemp: number, teacherTemp: number): void {
   if (!(center instanceof tf.Tensor) || center.size !== k || (center.rank !== 1 && !(center.rank === 2 && center.shape[0] === 1))) {

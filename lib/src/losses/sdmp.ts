@@ -14,6 +14,7 @@
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { l2Normalize, matMul } from "../nn/fast-ops";
+import { stopGradient } from "../nn/no-grad";
 
 function lamTensor(fn: string, lam: ArrayLike<number> | tf.Tensor1D, n: number): tf.Tensor1D {
   if (lam instanceof tf.Tensor) {
@@ -116,12 +117,6 @@ export function sdmpLoss(
   });
 }
 
-/** x with a zero gradient (torch's .detach()): the teacher's targets. */
-const detach: (x: tf.Tensor) => tf.Tensor = tf.customGrad(((x: tf.Tensor) => ({
-  value: tf.clone(x),
-  gradFunc: (dy: tf.Tensor) => [tf.zerosLike(dy)],
-})) as unknown as Parameters<typeof tf.customGrad>[0]) as unknown as (x: tf.Tensor) => tf.Tensor;
-
 /**
  * SDMP's two extra terms for DINO (Ren et al. 2022, Sec. 3.3, "knowledge distillation"), with
  * P_t(x) = softmax((g_t(x) - c) / tau_t) (centred, sharpened, no gradient) and
@@ -158,7 +153,7 @@ export function sdmpDistillationTerms(
   return tf.tidy(() => {
     const { source: label1, mix: label2 } = sdmpTargets(lam, opts);
     const c = tf.reshape(center, [1, k]);
-    const teacherProbs = (t: tf.Tensor2D) => tf.softmax(tf.div(tf.sub(detach(t), c), teacherTemp)) as tf.Tensor2D;
+    const teacherProbs = (t: tf.Tensor2D) => tf.softmax(tf.div(tf.sub(stopGradient(t), c), teacherTemp)) as tf.Tensor2D;
     const logPs = tf.logSoftmax(tf.div(studentMix, studentTemp)) as tf.Tensor2D;
     const h = (target: tf.Tensor2D) => tf.div(tf.neg(tf.sum(tf.mul(target, logPs))), n) as tf.Scalar;
     return { source: h(matMul(label1, teacherProbs(teacherSource)) as tf.Tensor2D), mix: h(matMul(label2, teacherProbs(teacherMix)) as tf.Tensor2D) };

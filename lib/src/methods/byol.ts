@@ -23,6 +23,7 @@ import { byolLoss } from "../losses/byol";
 import type { Backbone } from "../nn/backbone";
 import { Module } from "../nn/module";
 import { PredictionHead, ProjectionHead, byolProjectionHead } from "../nn/heads";
+import { noGrad } from "../nn/no-grad";
 import { EmaUpdater } from "../train/ema";
 import { cosineMomentum } from "../train/schedules";
 import type { SSLMethod, StepContext, StepOutput } from "./types";
@@ -84,12 +85,6 @@ export class BYOLOnline extends Module {
     this.addChild("projector", projector);
     if (predictor) this.addChild("predictor", predictor);
   }
-}
-
-/** f(x) off the gradient tape, like torch.no_grad: run as one custom op, so nothing inside is recorded or kept for backprop. */
-function noGrad<T extends tf.Tensor>(x: T, f: (x: T) => tf.Tensor2D): tf.Tensor2D {
-  const op = tf.customGrad(((input: T) => ({ value: f(input), gradFunc: () => tf.zerosLike(input) })) as unknown as Parameters<typeof tf.customGrad>[0]);
-  return op(x) as tf.Tensor2D;
 }
 
 export class BYOL implements SSLMethod {

@@ -34,6 +34,7 @@ import type { Backbone } from "../nn/backbone";
 import { DinoHead } from "../nn/dino-head";
 import { initZeros } from "../nn/init";
 import { Module } from "../nn/module";
+import { noGrad } from "../nn/no-grad";
 import { ViT } from "../nn/vit";
 import { EmaUpdater } from "../train/ema";
 import { cosineMomentum } from "../train/schedules";
@@ -127,12 +128,6 @@ export class DinoCenter extends Module {
  * of activations and gradients a token until the backward pass ends, so 12,288 tokens are ~3 GB.
  */
 const CHECKPOINT_TOKENS = 12288;
-
-/** Runs `fn` without recording it on the gradient tape (a custom op's forward is not taped): its activations are freed at once. */
-function untaped<T extends tf.Tensor>(input: tf.Tensor, fn: (x: tf.Tensor) => T): T {
-  const op = tf.customGrad(((x: tf.Tensor) => ({ value: fn(x), gradFunc: (dy: tf.Tensor) => [tf.zerosLike(x)] })) as unknown as Parameters<typeof tf.customGrad>[0]);
-  return op(input) as T;
-}
 
 const positive = (name: string, v: number) => {
   if (!(Number.isFinite(v) && v > 0)) throw new Error(`DINO: ${name} must be a positive number, got ${v}`);
@@ -279,7 +274,7 @@ export class DINO implements SSLMethod {
 
   /** The teacher on the global crops, stacked [T N, K]: no gradient, and its activations are not kept for the backward pass. */
   teacherOutputs(globals: tf.Tensor4D[]): tf.Tensor2D {
-    return untaped(globals.length === 1 ? globals[0] : tf.concat(globals, 0), (x) => this.teacher.forward(x as tf.Tensor4D));
+    return noGrad(globals.length === 1 ? globals[0] : (tf.concat(globals, 0) as tf.Tensor4D), (x) => this.teacher.forward(x));
   }
 
   /** Eq. 3 against the current center (zero without centering) at this step's temperatures. */

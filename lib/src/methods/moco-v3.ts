@@ -23,9 +23,10 @@ import { infoNceAccuracy, infoNceLoss } from "../losses/info-nce";
 import type { Backbone } from "../nn/backbone";
 import { Module } from "../nn/module";
 import { PredictionHead, ProjectionHead, mocoV3ProjectionHead } from "../nn/heads";
+import { noGrad } from "../nn/no-grad";
 import { EmaUpdater } from "../train/ema";
 import { cosineMomentum } from "../train/schedules";
-import { MoCoEncoder, noGrad } from "./moco";
+import { MoCoEncoder } from "./moco";
 import type { SSLMethod, StepContext, StepOutput } from "./types";
 
 export interface MoCoV3Options {

@@ -23,6 +23,7 @@ import { infoNceAccuracy, infoNceLoss } from "../losses/info-nce";
 import type { Backbone } from "../nn/backbone";
 import { Module } from "../nn/module";
 import { Linear } from "../nn/layers";
+import { noGrad } from "../nn/no-grad";
 import { mocoV2ProjectionHead } from "../nn/heads";
 import { groupShuffle, permuteRows } from "../nn/split-batch-norm";
 import { Rng } from "../random";
@@ -74,12 +75,6 @@ export class MoCoEncoder extends Module {
   forward(x: tf.Tensor4D): tf.Tensor2D {
     return this.projector.forward(this.backbone.forward(x));
   }
-}
-
-/** f(x) off the gradient tape (torch.no_grad): one custom op, so nothing inside is recorded or kept for backprop. */
-export function noGrad<T extends tf.Tensor>(x: T, f: (x: T) => tf.Tensor2D): tf.Tensor2D {
-  const op = tf.customGrad(((input: T) => ({ value: f(input), gradFunc: () => tf.zerosLike(input) })) as unknown as Parameters<typeof tf.customGrad>[0]);
-  return op(x) as tf.Tensor2D;
 }
 
 /** The v1 view (main_moco.py without --aug-plus): crop 0.2-1, grayscale 0.2, ColorJitter(0.4, 0.4, 0.4, 0.4), flip. */

@@ -7,6 +7,9 @@
  * A method's own options live in `RunConfig.methodOptions` (plain JSON, so a configuration hashes,
  * saves and resumes as it is); the shared ones (temperature, epochs, ...) are RunConfig fields.
  */
+import { createBackbone } from "../nn";
+import type { Backbone, BackboneName } from "../nn";
+import { ViT } from "../nn/vit";
 import { PRESET_NAMES, presetConfig, registerPresetOverrides } from "../presets";
 import type { MethodOptionValue, PresetName, RunConfig } from "../presets";
 import type { SSLMethod } from "./types";
@@ -127,6 +130,21 @@ export function methodConfig(method: string, preset: PresetName | string = "quic
   getMethodSpec(method);
   const base = presetConfig(method, preset);
   return { ...base, ...overrides, methodOptions: { ...base.methodOptions, ...(overrides.methodOptions ?? {}) } };
+}
+
+/**
+ * The configuration's backbone (`config.backbone`, initialised from `config.seed`) for images of
+ * `inputShape`. With `{ vit: true, method }` it must be a ViT: any other is disposed and refused.
+ */
+export function specBackbone(config: RunConfig, inputShape: [number, number, number], opts: { vit: true; method: string }): ViT;
+export function specBackbone(config: RunConfig, inputShape: [number, number, number]): Backbone;
+export function specBackbone(config: RunConfig, inputShape: [number, number, number], opts?: { vit: true; method: string }): Backbone {
+  const backbone = createBackbone(config.backbone as BackboneName, { inputShape, seed: config.seed });
+  if (opts?.vit && !(backbone instanceof ViT)) {
+    backbone.dispose();
+    throw new Error(`${opts.method}: the backbone must be a ViT (vit-tiny, vit-s16), got '${config.backbone}'`);
+  }
+  return backbone;
 }
 
 /** Build a registered method from a configuration. */

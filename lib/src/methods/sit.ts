@@ -21,6 +21,7 @@ import { contrastiveAccuracy, maskedL1Loss, ntXentLoss } from "../losses";
 import { Backbone } from "../nn/backbone";
 import { ProjectionHead } from "../nn/heads";
 import { Module } from "../nn/module";
+import { noGrad } from "../nn/no-grad";
 import { ReconstructionHead } from "../nn/recon-head";
 import { ViT } from "../nn/vit";
 import { Rng } from "../random";
@@ -59,15 +60,6 @@ export interface SiTOptions {
   targetBackbone?: ViT;
   /** Seed of the heads' initialisation. */
   seed?: number;
-}
-
-/**
- * f(x) as one op with a zero gradient: the ops inside a custom gradient's forward are not taped, so
- * the teacher's activations are freed at once instead of living until the backward pass.
- */
-function noGrad(x: tf.Tensor4D, f: (x: tf.Tensor4D) => tf.Tensor2D): tf.Tensor2D {
-  const op = tf.customGrad(((input: tf.Tensor4D) => ({ value: f(input), gradFunc: () => tf.zerosLike(input) })) as unknown as Parameters<typeof tf.customGrad>[0]);
-  return op(x) as tf.Tensor2D;
 }
 
 const SIT_DEFAULTS = { corruption: "noise+replace" as GmmlCorruptionType, corruptionRatio: 0.5, alpha: 5, temperature: 0.2, momentum: 0.996 };

@@ -6,12 +6,12 @@
  * cosine between the bottleneck and a unit prototype, w_k = v_k / ||v_k||.
  */
 import * as tf from "@tensorflow/tfjs-core";
-import { stopGradient } from "../losses/dino";
 import { Rng } from "../random";
 import * as fastOps from "./fast-ops";
 import { initOnes, initTorchDefault } from "./init";
 import { Linear } from "./layers";
 import { Module } from "./module";
+import { stopGradient } from "./no-grad";
 
 export interface WeightNormLinearOptions {
   rng: Rng;

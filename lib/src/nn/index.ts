@@ -9,6 +9,7 @@ export * from "./heads";
 export * from "./dino-head";
 export * from "./recon-head";
 export * from "./mae-decoder";
+export * from "./no-grad";
 
 import { Rng } from "../random";
 import { Backbone } from "./backbone";

@@ -19,12 +19,10 @@
  *   trainer has no weight-decay schedule), gradient clipping 3.0 (paper), warm-up 10% of the run.
  * - Teacher temperature 0.04 -> 0.07 over the first 30% of the run (paper: 30 of 100 epochs).
  */
-import { createBackbone } from "../../nn";
-import type { BackboneName } from "../../nn";
 import type { RunConfig } from "../../presets";
 import { DINO } from "../dino";
 import { sdmpDefaults, sdmpOptionSpecs, withSdmp } from "../sdmp";
-import { methodOption, registerMethod } from "../registry";
+import { methodOption, registerMethod, specBackbone } from "../registry";
 
 export const dinoSpec = registerMethod({
   name: "dino",
@@ -86,7 +84,7 @@ export const dinoSpec = registerMethod({
     paper: { epochs: 100, batchSize: 256, optimizer: "adamw", lr: 5e-4, weightDecay: 0.04, warmupEpochs: 10, methodOptions: { numLocalCrops: 8 } },
   },
   create: withSdmp((config: RunConfig, inputShape) => {
-    const backbone = () => createBackbone(config.backbone as BackboneName, { inputShape, seed: config.seed });
+    const backbone = () => specBackbone(config, inputShape);
     const opt = <T extends number | string | boolean>(key: string) => methodOption<T>(config, key);
     const momentumTeacher = opt<boolean>("momentumTeacher");
     const scaleMin = opt<number>("globalCropScaleMin");

@@ -4,11 +4,8 @@
  */
 import { MASK_SAMPLINGS } from "../../augment/patch-masking";
 import type { MaskSampling } from "../../augment/patch-masking";
-import { createBackbone } from "../../nn";
-import type { BackboneName } from "../../nn";
-import { ViT } from "../../nn/vit";
 import { MAE } from "../mae";
-import { methodOption, registerMethod } from "../registry";
+import { methodOption, registerMethod, specBackbone } from "../registry";
 
 export const maeSpec = registerMethod({
   name: "mae",
@@ -30,11 +27,7 @@ export const maeSpec = registerMethod({
     paper: { lr: 1.5e-4 * (512 / 256), epochs: 800, warmupEpochs: 40 },
   },
   create: (config, inputShape) => {
-    const backbone = createBackbone(config.backbone as BackboneName, { inputShape, seed: config.seed });
-    if (!(backbone instanceof ViT)) {
-      backbone.dispose();
-      throw new Error(`mae: the backbone must be a ViT (vit-tiny, vit-s16), got '${config.backbone}'`);
-    }
+    const backbone = specBackbone(config, inputShape, { vit: true, method: "mae" });
     return new MAE({
       backbone,
       inputShape,

@@ -24,7 +24,7 @@ import { Rng } from "../../random";
 import { MoCoV1, MoCoV2 } from "../moco";
 import { MoCoV3 } from "../moco-v3";
 import { sdmpDefaults, sdmpOptionSpecs, withSdmp } from "../sdmp";
-import { methodOption, registerMethod } from "../registry";
+import { methodOption, registerMethod, specBackbone } from "../registry";
 import type { MethodOptionSpec } from "../registry";
 
 const RESNETS = { "resnet-tiny": resnetTiny, "resnet-small": resnetSmall, resnet18 } as const;
@@ -108,7 +108,7 @@ export const mocoV3Spec = registerMethod({
     paper: { optimizer: "adamw", lr: 1.5e-4 * (512 / 256), weightDecay: 0.1, warmupEpochs: 40, epochs: 300, projectionHiddenDim: 4096, projectionDim: 256 },
   },
   create: withSdmp((config, inputShape) => {
-    const backbone = () => createBackbone(config.backbone as BackboneName, { inputShape, seed: config.seed });
+    const backbone = () => specBackbone(config, inputShape);
     return new MoCoV3({
       backbone: backbone(),
       keyBackbone: backbone(),

@@ -4,10 +4,7 @@
  */
 import { GMML_CORRUPTION_TYPES } from "../../augment/gmml";
 import type { GmmlCorruptionType } from "../../augment/gmml";
-import { createBackbone } from "../../nn";
-import type { BackboneName } from "../../nn";
-import { ViT } from "../../nn/vit";
-import { methodOption, registerMethod } from "../registry";
+import { methodOption, registerMethod, specBackbone } from "../registry";
 import { SiT } from "../sit";
 
 export const sitSpec = registerMethod({
@@ -29,11 +26,7 @@ export const sitSpec = registerMethod({
     quick: { warmupEpochs: 0.25, methodOptions: { momentum: 0.99 } },
   },
   create: (config, inputShape) => {
-    const backbone = createBackbone(config.backbone as BackboneName, { inputShape, seed: config.seed });
-    if (!(backbone instanceof ViT)) {
-      backbone.dispose();
-      throw new Error(`sit: the backbone must be a ViT (vit-tiny, vit-s16), got '${config.backbone}'`);
-    }
+    const backbone = specBackbone(config, inputShape, { vit: true, method: "sit" });
     return new SiT({
       backbone,
       inputShape,
