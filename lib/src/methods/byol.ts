@@ -22,7 +22,7 @@ import type { ByolTransformOptions, ViewTransform } from "../augment";
 import { byolLoss } from "../losses/byol";
 import type { Backbone } from "../nn/backbone";
 import { Module } from "../nn/module";
-import { PredictionHead, ProjectionHead, byolProjectionHead } from "../nn/heads";
+import { PredictionHead, ProjectedEncoder, ProjectionHead, byolProjectionHead } from "../nn/heads";
 import { noGrad } from "../nn/no-grad";
 import { EmaUpdater } from "../train/ema";
 import { cosineMomentum } from "../train/schedules";
@@ -58,20 +58,7 @@ export interface BYOLOptions {
 }
 
 /** y = f(x), z = g(y): the online and the target networks share this shape. */
-export class BYOLEncoder extends Module {
-  constructor(
-    readonly backbone: Backbone,
-    readonly projector: ProjectionHead,
-  ) {
-    super();
-    this.addChild("backbone", backbone);
-    this.addChild("projector", projector);
-  }
-
-  forward(x: tf.Tensor4D): tf.Tensor2D {
-    return this.projector.forward(this.backbone.forward(x));
-  }
-}
+export class BYOLEncoder extends ProjectedEncoder {}
 
 /** What the optimiser trains: f, g and q (theta). */
 export class BYOLOnline extends Module {

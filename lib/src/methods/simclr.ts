@@ -13,8 +13,7 @@ import { simclrTransform } from "../augment";
 import type { SimclrTransformOptions, ViewTransform } from "../augment";
 import { contrastiveAccuracy, ntXentLoss } from "../losses";
 import type { Backbone } from "../nn/backbone";
-import { Module } from "../nn/module";
-import { ProjectionHead, simclrProjectionHead } from "../nn/heads";
+import { ProjectedEncoder, ProjectionHead, simclrProjectionHead } from "../nn/heads";
 import type { SSLMethod, StepContext, StepOutput } from "./types";
 
 export interface SimCLROptions {
@@ -42,21 +41,7 @@ export interface SimCLROptions {
 }
 
 /** f and g together: what the optimiser trains. */
-export class SimCLRModel extends Module {
-  constructor(
-    readonly backbone: Backbone,
-    readonly projector: ProjectionHead,
-  ) {
-    super();
-    this.addChild("backbone", backbone);
-    this.addChild("projector", projector);
-  }
-
-  /** z = g(f(x)) */
-  forward(x: tf.Tensor4D): tf.Tensor2D {
-    return this.projector.forward(this.backbone.forward(x));
-  }
-}
+export class SimCLRModel extends ProjectedEncoder {}
 
 export class SimCLR implements SSLMethod {
   readonly name = "simclr";

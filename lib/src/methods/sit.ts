@@ -19,7 +19,7 @@ import { GMML_CORRUPTION_TYPES, gmmlCorrupt, simclrTransform } from "../augment"
 import type { GmmlCorruptionType, SimclrTransformOptions, ViewTransform } from "../augment";
 import { contrastiveAccuracy, maskedL1Loss, ntXentLoss } from "../losses";
 import { Backbone } from "../nn/backbone";
-import { ProjectionHead } from "../nn/heads";
+import { ProjectedEncoder, ProjectionHead } from "../nn/heads";
 import { Module } from "../nn/module";
 import { noGrad } from "../nn/no-grad";
 import { ReconstructionHead } from "../nn/recon-head";
@@ -91,20 +91,7 @@ export class SiTModel extends Module {
 }
 
 /** The momentum teacher: EMA copies of the ViT and the contrastive head (checkpointed as state). */
-export class SiTTeacher extends Module {
-  constructor(
-    readonly backbone: ViT,
-    readonly projector: ProjectionHead,
-  ) {
-    super();
-    this.addChild("backbone", backbone);
-    this.addChild("projector", projector);
-  }
-
-  forward(x: tf.Tensor4D): tf.Tensor2D {
-    return this.projector.forward(this.backbone.forward(x));
-  }
-}
+export class SiTTeacher extends ProjectedEncoder<ViT> {}
 
 /** A ViT read out as the mean of its final patch tokens (an evaluation alternative to the class token). */
 export class PatchMeanEncoder extends Backbone {

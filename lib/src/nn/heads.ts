@@ -5,6 +5,7 @@
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { Rng } from "../random";
+import type { Backbone } from "./backbone";
 import { Module } from "./module";
 import * as fastOps from "./fast-ops";
 import { BatchNorm, Linear } from "./layers";
@@ -130,5 +131,24 @@ export class PredictionHead extends ProjectionHead {
       ],
       opts,
     );
+  }
+}
+
+/**
+ * z = g(f(x)): an encoder with its projection head, the shape SimCLR's trained model, BYOL's online
+ * and target networks and SiT's momentum teacher share (children "backbone" and "projector").
+ */
+export class ProjectedEncoder<B extends Backbone = Backbone> extends Module {
+  constructor(
+    readonly backbone: B,
+    readonly projector: ProjectionHead,
+  ) {
+    super();
+    this.addChild("backbone", backbone);
+    this.addChild("projector", projector);
+  }
+
+  forward(x: tf.Tensor4D): tf.Tensor2D {
+    return this.projector.forward(this.backbone.forward(x));
   }
 }
