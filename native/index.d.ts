@@ -17,6 +17,16 @@ export interface NativeKernels {
   relu(x: Float32Array, y: Float32Array, n: number): void;
   /** dx = dy where y (ReLU's output) > 0, else 0. */
   reluGrad(dy: Float32Array, y: Float32Array, dx: Float32Array, n: number): void;
+  /** y = x Phi(x) (exact GELU), n values. */
+  gelu(x: Float32Array, y: Float32Array, n: number): void;
+  /** dx = dy (Phi(x) + x phi(x)), n values. */
+  geluGrad(x: Float32Array, dy: Float32Array, dx: Float32Array, n: number): void;
+  /** Layer norm of each row of x [m, d]: y, and each row's mean and 1 / sqrt(var + eps). */
+  layerNormForward(x: Float32Array, gamma: Float32Array, beta: Float32Array, y: Float32Array, mean: Float32Array, rstd: Float32Array, m: number, d: number, eps: number): void;
+  /** Its gradient; each of dx, dgamma, dbeta is computed only when given. */
+  layerNormBackward(x: Float32Array, dy: Float32Array, mean: Float32Array, rstd: Float32Array, gamma: Float32Array, dx: Float32Array | null, dgamma: Float32Array | null, dbeta: Float32Array | null, m: number, d: number): void;
+  /** Part `part` of tokens [n, l, parts, h, dh] to heads [n, h, l, dh] (merge 0), or heads into that part of tokens (merge 1). */
+  moveHeads(tokens: Float32Array, heads: Float32Array, n: number, l: number, parts: number, part: number, h: number, dh: number, merge: 0 | 1): void;
   setThreads(threads: number): void;
   /** 3x3 stride-1 convolutions by Winograd F(m x m, 3x3): m = 4 (default; 2 on maps under 8x8), 2, or 0 for im2col. */
   setWinograd(tile: 0 | 2 | 4): void;

@@ -9,7 +9,12 @@ if (process.env.SSLKIT_NATIVE === "0") {
   process.exit(0);
 }
 const nodeGyp = process.env.npm_config_node_gyp || require.resolve("node-gyp/bin/node-gyp.js", { paths: [path.dirname(process.execPath) + "/../lib/node_modules/npm/node_modules"] });
-const result = spawnSync(process.execPath, [nodeGyp, "rebuild"], { cwd: __dirname, stdio: ["ignore", "pipe", "pipe"], encoding: "utf8" });
+// Build against the headers installed beside this node (Debian's and NodeSource's packages ship them)
+// when they are there, so that no download from nodejs.org is needed.
+const prefix = path.resolve(path.dirname(process.execPath), "..");
+const localHeaders = require("node:fs").existsSync(path.join(prefix, "include", "node", "common.gypi"));
+const gypArgs = localHeaders && !process.env.npm_config_nodedir ? ["rebuild", `--nodedir=${prefix}`] : ["rebuild"];
+const result = spawnSync(process.execPath, [nodeGyp, ...gypArgs], { cwd: __dirname, stdio: ["ignore", "pipe", "pipe"], encoding: "utf8" });
 if (result.status === 0) {
   console.log("sslkit-native: built (OpenBLAS kernels for the wasm backend)");
 } else {

@@ -238,6 +238,9 @@ function batchNormY({ y, mean, variance }: { y: tf.Tensor; mean: tf.Tensor; vari
   return y;
 }
 
+/** sum_p (p + 1) x_p: one output from several, each part with its own weight. */
+const weightedSum = (xs: tf.Tensor[]): tf.Tensor => tf.addN(xs.map((x, p) => tf.mul(x, p + 1)));
+
 const fastOpCases: OpCase[] = [
   { name: "fastOps.conv2d s1 same", inputs: [{ shape: [3, 9, 9, 4] }, { shape: [3, 3, 4, 6] }], f: fconv(1, "same") },
   { name: "fastOps.conv2d s2 same odd", inputs: [{ shape: [5, 9, 7, 3] }, { shape: [3, 3, 3, 5] }], f: fconv(2, "same") },
@@ -274,12 +277,20 @@ const fastOpCases: OpCase[] = [
     inputs: [{ shape: [3, 5, 8] }, { shape: [8, 24] }],
     f: (x, wqkv) => {
       const [n, l, heads, dh] = [3, 5, 2, 4];
-      const qkv = tf.transpose(tf.reshape(fastOps.dense(x, wqkv), [n, l, 3 * heads, dh]), [0, 2, 1, 3]);
-      const [q, k, v] = tf.split(tf.reshape(qkv, [n, 3, heads * l * dh]), 3, 1).map((t) => tf.reshape(t, [n * heads, l, dh]));
+      const [q, k, v] = fastOps.splitHeads(fastOps.dense(x, wqkv) as tf.Tensor3D, 3, heads);
       const attn = tf.softmax(fastOps.matMul(tf.mul(q, 1 / Math.sqrt(dh)), tf.transpose(k, [0, 2, 1])));
-      return fastOps.gelu(fastOps.matMul(attn, v));
+      return fastOps.mergeHeads([fastOps.gelu(fastOps.matMul(attn, v)) as tf.Tensor3D], n, heads);
     },
   },
+  // q, k, v weighted differently, so that each part's gradient is checked
+  { name: "fastOps.splitHeads qkv", inputs: [{ shape: [3, 5, 24] }], f: (x) => weightedSum(fastOps.splitHeads(x as tf.Tensor3D, 3, 2)) },
+  { name: "fastOps.splitHeads one part", inputs: [{ shape: [2, 7, 12] }], f: (x) => fastOps.splitHeads(x as tf.Tensor3D, 1, 3)[0] },
+  { name: "fastOps.mergeHeads qkv", inputs: [{ shape: [6, 5, 4] }, { shape: [6, 5, 4] }, { shape: [6, 5, 4] }], f: (q, k, v) => fastOps.mergeHeads([q, k, v] as tf.Tensor3D[], 3, 2) },
+  { name: "fastOps.mergeHeads one part", inputs: [{ shape: [6, 7, 4] }], f: (x) => fastOps.mergeHeads([x as tf.Tensor3D], 2, 3) },
+  // Large enough for sslkit-native to split the pass over threads.
+  { name: "fastOps.splitHeads large", inputs: [{ shape: [64, 50, 96] }], f: (x) => weightedSum(fastOps.splitHeads(x as tf.Tensor3D, 3, 4)) },
+  { name: "fastOps.gelu large", inputs: [{ shape: [300, 256] }], f: (x) => fastOps.gelu(x) },
+  { name: "fastOps.layerNormOp large", inputs: [{ shape: [40, 50, 64] }, { shape: [64] }, { shape: [64] }], f: (x, g, b) => fastOps.layerNormOp(x, g, b, 1e-6) },
   { name: "fastOps.takeRows", inputs: [{ shape: [3, 7, 5] }, { shape: [3, 4], intMax: 7 }], f: (x, i) => fastOps.takeRows(x as tf.Tensor3D, i as tf.Tensor2D) },
   { name: "fastOps.takeTableRows", inputs: [{ shape: [7, 5] }, { shape: [3, 4], intMax: 7 }], f: (t, i) => fastOps.takeTableRows(t as tf.Tensor2D, i as tf.Tensor2D, 3) },
   // BatchNorm statistics (an [M, 1] average pool on wasm), small and large M.
@@ -385,6 +396,26 @@ test("fastOps.conv2d computes only the gradients that are needed", async () => {
     assert.equal(count("Conv2D"), 2, "forward conv + filter-gradient conv; no input-gradient conv for a data input");
   }
   tf.dispose([x, w]);
+});
+
+test("splitHeads layout: part p, row (image, head) holds that part's head slice of each token; mergeHeads undoes it", async () => {
+  for (const backend of ["cpu", "wasm"] as const) {
+    await useBackend(backend);
+    const [n, l, parts, heads, dh] = [2, 3, 3, 2, 4];
+    const x = tf.tensor3d(Float32Array.from({ length: n * l * parts * heads * dh }, (_, i) => i), [n, l, parts * heads * dh]);
+    const ys = fastOps.splitHeads(x, parts, heads);
+    ys.forEach((y) => assert.deepEqual(y.shape, [n * heads, l, dh]));
+    const yv = ys.map((y) => y.arraySync() as number[][][]);
+    const xv = x.arraySync() as number[][][];
+    for (let p = 0; p < parts; p++)
+      for (let b = 0; b < n; b++)
+        for (let hh = 0; hh < heads; hh++)
+          for (let t = 0; t < l; t++)
+            for (let j = 0; j < dh; j++) assert.equal(yv[p][b * heads + hh][t][j], xv[b][t][(p * heads + hh) * dh + j], `${backend} p${p} b${b} h${hh} t${t} j${j}`);
+    const merged = fastOps.mergeHeads(ys, n, heads);
+    assert.deepEqual(merged.dataSync(), x.dataSync(), backend);
+    tf.dispose([x, merged, ...ys]);
+  }
 });
 
 test("hand-checked values: gelu (erf form), patchify layout, takeRows, l2Normalize of a zero row", async () => {

@@ -255,6 +255,119 @@ void batchNormBackward(const float* x, const float* dy, const float* mean, const
 }
 
 // ------------------------------------------------------------------------------------------------
+// Transformer kernels: exact GELU, layer norm over rows, and attention heads in and out of tokens
+
+constexpr float kSqrt1_2 = 0.70710678118654752f, kInvSqrt2Pi = 0.39894228040143268f;
+
+// exp(x) in float, branch-free so that loops of it vectorise (with -fno-trapping-math): Cephes'
+// expf (range reduction by ln 2 in two parts, degree-6 polynomial), relative error ~1e-7; 0 below -87.
+inline float fastExp(float x) {
+  const float xc = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+  const float k = __builtin_floorf(xc * 1.44269504088896341f + 0.5f);
+  const float r = (xc - k * 0.693359375f) - k * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(k) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return x < -87.0f ? 0.0f : p * scale;
+}
+
+// Phi(x), the standard normal CDF, as erfc(|x| / sqrt 2) / 2 by Numerical Recipes' erfcc (relative
+// error < 1.2e-7 for every argument), so that the lower tail keeps its relative accuracy (1 + erf(x)
+// cancels there). Branch-free and vectorisable, where libm's erf is a scalar call (~17 ns a value).
+inline float normalCdf(float x) {
+  const float z = std::fabs(x) * kSqrt1_2;
+  const float t = 1.0f / (1.0f + 0.5f * z);
+  const float poly = -1.26551223f + t * (1.00002368f + t * (0.37409196f + t * (0.09678418f + t * (-0.18628806f + t * (0.27886807f + t * (-1.13520398f + t * (1.48851587f + t * (-0.82215223f + t * 0.17087277f))))))));
+  const float tail = 0.5f * t * fastExp(poly - z * z);  // Phi(-|x|)
+  return x < 0.0f ? tail : 1.0f - tail;
+}
+
+// Parts for a pass over `values` floats in `rows` rows: one per 64k values, at most `threads`.
+int partsFor(int64_t rows, int64_t values, int threads) {
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>({static_cast<int64_t>(threads), rows, values / 65536})));
+}
+
+// Per row r of x [m, d]: mean[r], rstd[r] = 1 / sqrt(var + eps) (biased, two-pass), and
+// y = (x - mean) rstd gamma + beta (Ba et al. 2016; PyTorch nn.LayerNorm).
+void layerNormForward(const float* x, const float* gamma, const float* beta, float* y, float* mean, float* rstd, int64_t m, int64_t d, float eps, int threads) {
+  parallelFor(m, partsFor(m, m * d, threads), [&](int, int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* xr = x + r * d;
+      double s = 0.0, s2 = 0.0;
+      for (int64_t j = 0; j < d; ++j) s += xr[j];
+      const double mu = s / static_cast<double>(d);
+      for (int64_t j = 0; j < d; ++j) s2 += (xr[j] - mu) * (xr[j] - mu);
+      const float mf = static_cast<float>(mu), rs = static_cast<float>(1.0 / std::sqrt(s2 / static_cast<double>(d) + eps));
+      mean[r] = mf;
+      rstd[r] = rs;
+      float* yr = y + r * d;
+      for (int64_t j = 0; j < d; ++j) yr[j] = (xr[j] - mf) * rs * gamma[j] + beta[j];
+    }
+  });
+}
+
+// With xHat = (x - mean) rstd and g = dy gamma: dx = rstd (g - mean(g) - xHat mean(g xHat)) per row,
+// dgamma = sum over rows of dy xHat, dbeta = sum of dy; any output may be null.
+void layerNormBackward(const float* x, const float* dy, const float* mean, const float* rstd, const float* gamma, float* dx, float* dgamma, float* dbeta, int64_t m, int64_t d, int threads) {
+  if (dx) {
+    parallelFor(m, partsFor(m, m * d, threads), [&](int, int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const float* xr = x + r * d;
+        const float* dyr = dy + r * d;
+        const float mu = mean[r], rs = rstd[r];
+        float sg = 0.0f, sgx = 0.0f;
+        for (int64_t j = 0; j < d; ++j) {
+          const float g = dyr[j] * gamma[j];
+          sg += g;
+          sgx += g * (xr[j] - mu) * rs;
+        }
+        const float mg = sg / static_cast<float>(d), mgx = sgx / static_cast<float>(d);
+        float* dxr = dx + r * d;
+        for (int64_t j = 0; j < d; ++j) dxr[j] = rs * (dyr[j] * gamma[j] - mg - (xr[j] - mu) * rs * mgx);
+      }
+    });
+  }
+  if (!dgamma && !dbeta) return;
+  const std::vector<double> sums = columnSums2(m, d, threads, [&](int64_t r, double* sDy, double* sDyX) {
+    const float* xr = x + r * d;
+    const float* dyr = dy + r * d;
+    const float mu = mean[r], rs = rstd[r];
+    for (int64_t j = 0; j < d; ++j) {
+      sDy[j] += dyr[j];
+      sDyX[j] += dyr[j] * (xr[j] - mu) * rs;
+    }
+  });
+  for (int64_t j = 0; j < d; ++j) {
+    if (dbeta) dbeta[j] = static_cast<float>(sums[static_cast<size_t>(j)]);
+    if (dgamma) dgamma[j] = static_cast<float>(sums[static_cast<size_t>(d + j)]);
+  }
+}
+
+// Attention heads: part `part` of tokens [n, l, parts, h, dh] <-> heads [n, h, l, dh] (merge: heads
+// into tokens), the reshape-transpose-split of a fused qkv projection as one copy of dh-float rows.
+void moveHeads(float* tokens, float* heads, int64_t n, int64_t l, int64_t parts, int64_t part, int64_t h, int64_t dh, bool merge, int threads) {
+  const int64_t blocks = n * h;
+  parallelFor(blocks, partsFor(blocks, blocks * l * dh, threads), [&](int, int64_t b0, int64_t b1) {
+    for (int64_t blk = b0; blk < b1; ++blk) {  // blk = b h + head
+      const int64_t b = blk / h, head = blk % h;
+      for (int64_t t = 0; t < l; ++t) {
+        float* token = tokens + ((b * l + t) * parts + part) * h * dh + head * dh;
+        float* row = heads + (blk * l + t) * dh;
+        if (merge) std::memcpy(token, row, sizeof(float) * dh);
+        else std::memcpy(row, token, sizeof(float) * dh);
+      }
+    }
+  });
+}
+
+// ------------------------------------------------------------------------------------------------
 // N-API glue
 
 struct Args {
@@ -470,6 +583,76 @@ napi_value ChannelAffine(napi_env env, napi_callback_info info) {
   return undefinedValue(env);
 }
 
+// gelu(x, y, n): y = x Phi(x), Phi(x) = (1 + erf(x / sqrt 2)) / 2 (Hendrycks & Gimpel 2016; nn.GELU()).
+napi_value Gelu(napi_env env, napi_callback_info info) {
+  Args g(env, info, 3);
+  const int64_t n = g.integer(2, "n");
+  const float* x = g.floats(0, n, "x");
+  float* y = g.floats(1, n, "y");
+  if (g.failed) return nullptr;
+  elementwise(n, [&](int64_t i0, int64_t i1) {
+    const float* __restrict xp = x + i0;
+    float* __restrict yp = y + i0;
+    for (int64_t i = 0; i < i1 - i0; ++i) yp[i] = xp[i] * normalCdf(xp[i]);
+  });
+  return undefinedValue(env);
+}
+
+// geluGrad(x, dy, dx, n): dx = dy (Phi(x) + x phi(x)), phi the standard normal density.
+napi_value GeluGrad(napi_env env, napi_callback_info info) {
+  return Binary(env, info, "x", "dy", "dx", [](float x, float dy) {
+    return dy * (normalCdf(x) + x * kInvSqrt2Pi * fastExp(-0.5f * x * x));
+  });
+}
+
+// layerNormForward(x, gamma, beta, y, mean, rstd, m, d, eps)
+napi_value LayerNormForward(napi_env env, napi_callback_info info) {
+  Args g(env, info, 9);
+  const int64_t m = g.integer(6, "m", 1), d = g.integer(7, "d", 1);
+  const float eps = static_cast<float>(g.number(8, "eps"));
+  const float* x = g.floats(0, m * d, "x");
+  const float* gamma = g.floats(1, d, "gamma");
+  const float* beta = g.floats(2, d, "beta");
+  float* y = g.floats(3, m * d, "y");
+  float* mean = g.floats(4, m, "mean");
+  float* rstd = g.floats(5, m, "rstd");
+  if (g.failed) return nullptr;
+  layerNormForward(x, gamma, beta, y, mean, rstd, m, d, eps, g_threads);
+  return undefinedValue(env);
+}
+
+// layerNormBackward(x, dy, mean, rstd, gamma, dx|null, dgamma|null, dbeta|null, m, d)
+napi_value LayerNormBackward(napi_env env, napi_callback_info info) {
+  Args g(env, info, 10);
+  const int64_t m = g.integer(8, "m", 1), d = g.integer(9, "d", 1);
+  const float* x = g.floats(0, m * d, "x");
+  const float* dy = g.floats(1, m * d, "dy");
+  const float* mean = g.floats(2, m, "mean");
+  const float* rstd = g.floats(3, m, "rstd");
+  const float* gamma = g.floats(4, d, "gamma");
+  float* dx = g.optionalFloats(5, m * d, "dx");
+  float* dgamma = g.optionalFloats(6, d, "dgamma");
+  float* dbeta = g.optionalFloats(7, d, "dbeta");
+  if (g.failed) return nullptr;
+  layerNormBackward(x, dy, mean, rstd, gamma, dx, dgamma, dbeta, m, d, g_threads);
+  return undefinedValue(env);
+}
+
+// moveHeads(tokens, heads, n, l, parts, part, h, dh, merge): part `part` of tokens [n, l, parts, h, dh]
+// to heads [n, h, l, dh] (merge 0), or heads into that part of tokens (merge 1).
+napi_value MoveHeads(napi_env env, napi_callback_info info) {
+  Args g(env, info, 9);
+  const int64_t n = g.integer(2, "n"), l = g.integer(3, "l"), parts = g.integer(4, "parts", 1), part = g.integer(5, "part");
+  const int64_t h = g.integer(6, "h", 1), dh = g.integer(7, "dh", 1), merge = g.integer(8, "merge");
+  if (!g.failed && merge > 1) g.fail("merge must be 0 or 1");
+  if (!g.failed && part >= parts) g.fail("part must be < parts");
+  float* tokens = g.floats(0, n * l * parts * h * dh, "tokens");
+  float* heads = g.floats(1, n * l * h * dh, "heads");
+  if (g.failed) return nullptr;
+  moveHeads(tokens, heads, n, l, parts, part, h, dh, merge == 1, g_threads);
+  return undefinedValue(env);
+}
+
 napi_value SetThreads(napi_env env, napi_callback_info info) {
   Args g(env, info, 1);
   const int64_t t = g.integer(0, "threads", 1);
@@ -503,7 +686,7 @@ napi_value Info(napi_env env, napi_callback_info) {
 napi_value Init(napi_env env, napi_value exports) {
   openblas_set_num_threads(1);  // sslkit splits the work itself (deterministically)
   const std::pair<const char*, napi_callback> fns[] = {
-      {"gemm", Gemm}, {"conv2d", Conv<0>}, {"conv2dFilterGrad", Conv<1>}, {"conv2dInputGrad", Conv<2>}, {"batchNormForward", BatchNormForward}, {"batchNormBackward", BatchNormBackward}, {"reluGrad", ReluGrad}, {"channelAffine", ChannelAffine}, {"add", Add}, {"relu", Relu}, {"setThreads", SetThreads}, {"setWinograd", SetWinograd}, {"info", Info},
+      {"gemm", Gemm}, {"conv2d", Conv<0>}, {"conv2dFilterGrad", Conv<1>}, {"conv2dInputGrad", Conv<2>}, {"batchNormForward", BatchNormForward}, {"batchNormBackward", BatchNormBackward}, {"reluGrad", ReluGrad}, {"channelAffine", ChannelAffine}, {"add", Add}, {"relu", Relu}, {"gelu", Gelu}, {"geluGrad", GeluGrad}, {"layerNormForward", LayerNormForward}, {"layerNormBackward", LayerNormBackward}, {"moveHeads", MoveHeads}, {"setThreads", SetThreads}, {"setWinograd", SetWinograd}, {"info", Info},
   };
   for (const auto& [name, fn] : fns) {
     napi_value f;

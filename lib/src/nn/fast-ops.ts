@@ -9,17 +9,19 @@
  *     registers as the wasm kernels.
  *   - gelu, layerNormOp, l2Normalize: one custom gradient each instead of a chain of small
  *     autodiff kernels (and no NaN gradient for an all-zero row in l2Normalize).
+ *   - splitHeads / mergeHeads: attention heads out of a fused projection and back, without a
+ *     split along a non-leading axis.
  *   - broadcastTo: tfjs's (a Tile) has a gradient of one Slice + Add per repetition.
  *   - patchify / unpatchify / takeRows: ViT/MAE plumbing using only rank <= 4 transposes and a
  *     flat gather.
  * With sslkit-native active (backend/native-kernels), products take their transposes as BLAS
- * flags, conv2d's gradients and batchNormTrain run as native kernels, and relu's gradient is one
- * pass; the formulations above remain the path on plain wasm.
+ * flags, conv2d's gradients, batchNormTrain, layerNormOp, gelu and the head moves run as native
+ * kernels, and relu's gradient is one pass; the formulations above remain the path on plain wasm.
  * Never train through tf.stridedSlice, tf.einsum or tf.depthToSpace (no gradient on any
  * backend), and keep transposes/slices at rank <= 4 (rank 5-6 are ~100x slower on wasm).
  */
 import * as tf from "@tensorflow/tfjs-core";
-import { BATCH_NORM_BACKWARD, BATCH_NORM_FORWARD, CHANNEL_AFFINE, RELU_GRAD, nativeKernelsActive } from "../backend/native-kernels";
+import { BATCH_NORM_BACKWARD, BATCH_NORM_FORWARD, CHANNEL_AFFINE, GELU, GELU_GRAD, LAYER_NORM_BACKWARD, LAYER_NORM_FORWARD, MOVE_HEADS, RELU_GRAD, nativeKernelsActive } from "../backend/native-kernels";
 
 /** Padding accepted by the conv helpers: tf's string modes, a symmetric number, or NHWC explicit pads. */
 export type ConvPadding = "same" | "valid" | number | [[number, number], [number, number], [number, number], [number, number]];
@@ -481,9 +483,18 @@ const geluErf = tf.customGrad(((x: tf.Tensor, save: tf.GradSaveFunc) => {
   return { value, gradFunc };
 }) as AnyCustomGradFn);
 
-/** GELU, exact erf form (PyTorch's nn.GELU() default), float32. */
+/** GELU, exact erf form (PyTorch's nn.GELU() default), float32. One kernel each way on sslkit-native, which saves only x. */
 export function gelu(x: tf.Tensor): tf.Tensor {
-  return geluErf(x);
+  if (!nativeKernelsActive() || x.dtype !== "float32") return geluErf(x);
+  const engine = tf.engine();
+  return opWithLazyGrads(
+    { x },
+    (save) => {
+      save([x]);
+      return (engine.runKernel(GELU, { x }) as tf.Tensor[])[0];
+    },
+    (dy, [sx]) => ({ x: () => (engine.runKernel(GELU_GRAD, { x: sx, dy }) as tf.Tensor[])[0] }),
+  );
 }
 
 /**
@@ -601,7 +612,25 @@ export function layerNormOp(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, eps
     throw new Error(`layerNormOp: gamma/beta must be [${d}] for x [${x.shape}], got [${gamma.shape}] and [${beta.shape}]`);
   }
   if (x.rank < 2) throw new Error(`layerNormOp: x must be at least rank 2, got [${x.shape}]`);
+  if (nativeKernelsActive() && [x, gamma, beta].every((t) => t.dtype === "float32")) return layerNormNative(x, gamma, beta, eps);
   return layerNormLastAxis(eps)(x, gamma, beta);
+}
+
+/** layerNormOp on sslkit-native's kernels: saves x and each row's mean and 1 / std, recomputes xHat. */
+function layerNormNative(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, eps: number): tf.Tensor {
+  const engine = tf.engine();
+  return opWithLazyGrads(
+    { x, gamma, beta },
+    (save) => {
+      const [y, mean, rstd] = engine.runKernel(LAYER_NORM_FORWARD, { x, gamma, beta }, { eps }) as tf.Tensor[];
+      save([x, mean, rstd, gamma]);
+      return y;
+    },
+    (dy, [sx, mean, rstd, g]) => {
+      const grad = (want: "x" | "gamma" | "beta") => (engine.runKernel(LAYER_NORM_BACKWARD, { x: sx, dy, mean, rstd, gamma: g }, { want }) as tf.Tensor[])[0];
+      return { x: () => grad("x"), gamma: () => grad("gamma"), beta: () => grad("beta") };
+    },
+  );
 }
 
 const l2NormalizeCache = new Map<string, (x: tf.Tensor) => tf.Tensor>();
@@ -632,6 +661,80 @@ export function l2Normalize(x: tf.Tensor, axis = -1, eps = 1e-12): tf.Tensor {
     l2NormalizeCache.set(key, f);
   }
   return f(x);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Attention heads
+// ---------------------------------------------------------------------------------------------
+
+/** splitHeads by rank <= 4 reshapes and transposes (the path without sslkit-native). */
+function splitHeadsTf(x: tf.Tensor3D, parts: number, heads: number): tf.Tensor3D[] {
+  const [n, l, width] = x.shape;
+  const dh = width / (parts * heads);
+  // [N, L, parts*h, dh] -> [N, parts*h, L, dh] -> parts of [N*h, L, dh]
+  const t = tf.transpose(tf.reshape(x, [n, l, parts * heads, dh]), [0, 2, 1, 3]);
+  // (no 1-way tf.split: its gradient, a concat of one unwrapped tensor, throws)
+  if (parts === 1) return [tf.reshape(t, [n * heads, l, dh]) as tf.Tensor3D];
+  return tf.split(tf.reshape(t, [n, parts, heads * l * dh]), parts, 1).map((p) => tf.reshape(p, [n * heads, l, dh]) as tf.Tensor3D);
+}
+
+/** mergeHeads by rank <= 4 reshapes and transposes (the path without sslkit-native). */
+function mergeHeadsTf(pieces: tf.Tensor3D[], n: number, heads: number): tf.Tensor3D {
+  const [, l, dh] = pieces[0].shape;
+  const perPart = pieces.map((p) => tf.transpose(tf.reshape(p, [n, heads, l, dh]), [0, 2, 1, 3])); // each [N, L, h, dh]
+  const joined = perPart.length === 1 ? perPart[0] : tf.stack(perPart, 2); // [N, L, parts, h, dh]
+  return tf.reshape(joined, [n, l, pieces.length * heads * dh]) as tf.Tensor3D;
+}
+
+type MultiOutputEngine = {
+  runKernelFunc(params: {
+    forwardFunc: (backend: unknown, save: tf.GradSaveFunc) => tf.Tensor | tf.Tensor[];
+    backwardsFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => LazyGradFuncs;
+    inputs: tf.NamedTensorMap;
+  }): tf.Tensor | tf.Tensor[];
+};
+
+/** An engine op (forward, lazy per-input gradients) with any number of outputs; null where the engine lacks runKernelFunc. */
+function multiOutputOp(inputs: tf.NamedTensorMap, forward: () => tf.Tensor[], backward: (dys: tf.Tensor[]) => LazyGradFuncs): tf.Tensor[] | null {
+  const engine = tf.engine() as unknown as Partial<MultiOutputEngine>;
+  if (typeof engine.runKernelFunc !== "function") return null;
+  const out = engine.runKernelFunc({ forwardFunc: () => forward(), backwardsFunc: (dy) => backward(Array.isArray(dy) ? dy : [dy]), inputs });
+  return Array.isArray(out) ? out : [out];
+}
+
+const splitHeadsKernel = (x: tf.Tensor, parts: number, heads: number) =>
+  tf.engine().runKernel(MOVE_HEADS, { x }, { n: x.shape[0], parts, heads, merge: false }) as unknown as tf.Tensor3D[];
+const mergeHeadsKernel = (pieces: tf.Tensor[], n: number, heads: number) =>
+  (tf.engine().runKernel(MOVE_HEADS, Object.fromEntries(pieces.map((p, i) => [`part${i}`, p])), { n, parts: pieces.length, heads, merge: true }) as tf.Tensor[])[0] as tf.Tensor3D;
+
+/**
+ * Tokens [N, L, parts * h * dh] (a fused projection, e.g. qkv with parts 3) to attention heads:
+ * one [N * h, L, dh] tensor per part, ordered (image, head). On sslkit-native each way is one copy
+ * (wasm's SplitV, on any axis, copies element by element).
+ */
+export function splitHeads(x: tf.Tensor3D, parts: number, heads: number): tf.Tensor3D[] {
+  if (x.rank !== 3 || x.shape[2] % (parts * heads) !== 0) throw new Error(`splitHeads: x [${x.shape}] is not [N, L, ${parts} x ${heads} x dh]`);
+  if (!nativeKernelsActive() || x.dtype !== "float32") return splitHeadsTf(x, parts, heads);
+  const n = x.shape[0];
+  const out = multiOutputOp({ x }, () => splitHeadsKernel(x, parts, heads), (dys) => ({ x: () => mergeHeadsKernel(dys, n, heads) }));
+  return (out as tf.Tensor3D[] | null) ?? splitHeadsTf(x, parts, heads);
+}
+
+/** The inverse of splitHeads: one [N * h, L, dh] tensor per part back to tokens [N, L, parts * h * dh]. */
+export function mergeHeads(pieces: tf.Tensor3D[], n: number, heads: number): tf.Tensor3D {
+  const shape = pieces[0]?.shape;
+  if (!shape || shape.length !== 3 || shape[0] !== n * heads || pieces.some((p) => p.shape.join() !== shape.join())) {
+    throw new Error(`mergeHeads: expected parts of one shape [${n} x ${heads}, L, dh], got ${pieces.map((p) => `[${p.shape}]`).join(", ")}`);
+  }
+  if (!nativeKernelsActive() || pieces.some((p) => p.dtype !== "float32")) return mergeHeadsTf(pieces, n, heads);
+  const inputs = Object.fromEntries(pieces.map((p, i) => [`part${i}`, p]));
+  const out = multiOutputOp(
+    inputs,
+    () => [mergeHeadsKernel(pieces, n, heads)],
+    // each part's gradient in the engine's own tidy (the other parts' copies are freed with it)
+    ([dy]) => Object.fromEntries(pieces.map((_, i) => [`part${i}`, () => splitHeadsKernel(dy, pieces.length, heads)[i]])),
+  );
+  return (out?.[0] as tf.Tensor3D | undefined) ?? mergeHeadsTf(pieces, n, heads);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -274,14 +274,13 @@ export class MultiHeadSelfAttention extends Module {
     const [n, l] = x.shape;
     const h = this.numHeads;
     const dh = this.headDim;
-    // qkv [N, L, 3D] -> [N, L, 3h, dh] -> [N, 3h, L, dh] -> q, k, v each [N*h, L, dh] (rank <= 4 only).
-    const qkv = tf.transpose(tf.reshape(this.qkv.forward(x), [n, l, 3 * h, dh]), [0, 2, 1, 3]);
-    const [q, k, v] = tf.split(tf.reshape(qkv, [n, 3, h * l * dh]), 3, 1).map((t) => tf.reshape(t, [n * h, l, dh]) as tf.Tensor3D);
+    // qkv [N, L, 3D] -> q, k, v each [N*h, L, dh]
+    const [q, k, v] = fastOps.splitHeads(this.qkv.forward(x) as tf.Tensor3D, 3, h);
     const scores = fastOps.matMul(tf.mul(q, 1 / Math.sqrt(dh)), tf.transpose(k, [0, 2, 1])); // [N*h, L, L]
     const attn = tf.softmax(scores);
     if (this.recordAttention) this.setLastAttention(tf.reshape(attn, [n, h, l, l]) as tf.Tensor4D);
     const out = fastOps.matMul(attn, v); // [N*h, L, dh]
-    const merged = tf.reshape(tf.transpose(tf.reshape(out, [n, h, l, dh]), [0, 2, 1, 3]), [n, l, this.dim]);
+    const merged = fastOps.mergeHeads([out as tf.Tensor3D], n, h); // [N, L, D]
     return this.proj.forward(merged) as tf.Tensor3D;
   }
 
