@@ -14,7 +14,7 @@
  * a figure less sensitive than the wall time to other load on the machine. Each figure runs in
  * its own process (peak RSS).
  *
- *   node --import tsx bench/step-sdmp.ts [sdmp|moco-v3] [--steps N]
+ *   node --import tsx bench/step-sdmp.ts [sdmp|moco-v3] [--steps N] [--profile]
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { initBackend } from "../lib/src/backend";
@@ -24,7 +24,7 @@ import type { SSLMethod } from "../lib/src/methods/types";
 import { vitTiny } from "../lib/src/nn/vit";
 import { Rng } from "../lib/src/random";
 import { AdamW } from "../lib/src/train/optimizers";
-import { argValue, childFigure, figureFailed, median, peakRssMB, printFigure, runFigureChildren } from "./common";
+import { argValue, childFigure, figureFailed, median, peakRssMB, printFigure, printProfile, runFigureChildren } from "./common";
 
 const FIGURES = ["sdmp", "moco-v3"] as const;
 type Figure = (typeof FIGURES)[number];
@@ -62,6 +62,17 @@ async function figure(which: Figure): Promise<Record<string, unknown>> {
       const c = process.cpuUsage(c0);
       cpuMs.push((c.user + c.system) / 1000);
     }
+  }
+  if (process.argv.includes("--profile")) {
+    await printProfile(which, (i) => {
+      const ctx = { step: i, totalSteps: 1000, epoch: 0, rng: new Rng(i) };
+      const views = tf.tidy(() => method.views(images, ctx));
+      const { value, grads } = tf.variableGrads(() => method.step(views, ctx).loss, vars);
+      opt.applyGradients(grads);
+      method.afterStep?.(ctx);
+      tf.dispose([...views, ...Object.values(grads)]);
+      return value;
+    });
   }
   const ms = median(stepMs);
   const vms = median(viewsMs);

@@ -26,6 +26,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { MIX_STRATEGIES, RESIZEMIX_DEFAULT_SCALE, applyMixPlan, sampleMixPlan } from "../augment/mixing";
 import type { MixPlan, MixStrategy } from "../augment/mixing";
+import { nativeKernelsActive } from "../backend/native-kernels";
 import { infoNceAccuracy } from "../losses/info-nce";
 import { sdmpDistillationTerms, sdmpLossTerms } from "../losses/sdmp";
 import type { Backbone } from "../nn/backbone";
@@ -51,9 +52,10 @@ export interface SdmpOptions {
   /**
    * MoCo v3: how many of the three query views (x1, x2, mix(x2), counted from the last) keep no
    * activations for the backward pass and recompute them there instead (0-3). "auto" (default):
-   * 2 on the wasm backend above 64 images a batch, else 0. Three views of ViT-tiny activations at
-   * batch 128 exceed wasm's 4 GB heap; with 2 recomputed the peak is the plain MoCo v3 step's
-   * (about +17% compute). With a ViT the result is the same up to float rounding; a BatchNorm
+   * on the wasm backend, 2 above 64 images a batch (above 128 with sslkit-native, whose fused
+   * kernels keep fewer intermediates), else 0. Three views of ViT-tiny activations at batch 128
+   * exceed wasm's 4 GB heap on wasm's own kernels (2.3 GB peak RSS with sslkit-native); with 2
+   * recomputed the peak is the plain MoCo v3 step's (about +17% compute). With a ViT the result is the same up to float rounding; a BatchNorm
    * backbone normalises a recomputed view on its own batch (as the official code's separate passes).
    */
   recomputeViews?: number | "auto";
@@ -171,7 +173,7 @@ export class MoCoV3SDMP implements SSLMethod {
   /** How many query views recompute their activations in the backward pass (see SdmpOptions.recomputeViews). */
   recomputedViews(batch: number): number {
     if (this.mix.recomputeViews !== "auto") return this.mix.recomputeViews;
-    return tf.getBackend() === "wasm" && batch > 64 ? 2 : 0;
+    return tf.getBackend() === "wasm" && batch > (nativeKernelsActive() ? 128 : 64) ? 2 : 0;
   }
 
   /** q = g(h(f_q(x))) per view: the first views in one backbone pass, the last `recomputedViews` recomputed in the backward. */
