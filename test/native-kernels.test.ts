@@ -233,6 +233,93 @@ test("3x3 stride-1 convolutions by Winograd F(4x4, 3x3) and F(2x2, 3x3) equal th
   }
 });
 
+test("gelu and its gradient keep their relative accuracy into the lower tail (normal CDF by erfc)", { skip }, () => {
+  const kernels = native!;
+  // Phi(x), the standard normal CDF, to 14 digits (tables; Phi(-x) = 1 - Phi(x)).
+  const phi: Array<[number, number]> = [
+    [-8, 6.220960574271785e-16], [-5, 2.866515718791939e-7], [-3, 1.349898031630095e-3], [-1, 0.158655253931457],
+    [-0.5, 0.308537538725987], [0, 0.5], [0.5, 0.691462461274013], [1, 0.841344746068543], [3, 0.998650101968370], [5, 0.999999713348428],
+  ];
+  const n = phi.length;
+  const x = Float32Array.from(phi, ([v]) => v);
+  const y = new Float32Array(n).fill(Number.NaN);
+  kernels.gelu(x, y, n);
+  phi.forEach(([v, p], i) => {
+    if (v === 0) assert.equal(y[i], 0);
+    else assert.ok(Math.abs(y[i] - v * p) <= 2e-6 * Math.abs(v * p), `gelu(${v}) = ${y[i]}, expected ${v * p}`);
+  });
+  // d/dx x Phi(x) = Phi(x) + x phi(x), phi the standard normal density; dy scales it.
+  const dy = Float32Array.from(phi, (_, i) => i - 3);
+  const dx = new Float32Array(n).fill(Number.NaN);
+  kernels.geluGrad(x, dy, dx, n);
+  phi.forEach(([v, p], i) => {
+    const want = dy[i] * (p + (v * Math.exp(-0.5 * v * v)) / Math.sqrt(2 * Math.PI));
+    assert.ok(Math.abs(dx[i] - want) <= 2e-6 * Math.abs(want) + 1e-30, `gelu'(${v}) * ${dy[i]} = ${dx[i]}, expected ${want}`);
+  });
+  // Far tails: exactly 0 and x (no NaN or inf), over several threads.
+  const big = 200003;
+  const xs = Float32Array.from({ length: big }, (_, i) => (i % 2 ? 1 : -1) * (20 + (i % 7)));
+  const ys = new Float32Array(big);
+  kernels.gelu(xs, ys, big);
+  assert.ok(ys.every((v, i) => (xs[i] < 0 ? Object.is(Math.abs(v), 0) : v === xs[i])));
+});
+
+test("layer norm forward and backward equal the definition computed in float64", { skip }, () => {
+  const kernels = native!;
+  const [m, d, eps] = [3001, 24, 1e-6]; // enough rows for several threads
+  const x = Float32Array.from(random(m * d, 21), (v, i) => v * (1 + (i % 5)) + (i % 3)); // rows of different scales and means
+  const [gamma, beta, dy] = [random(d, 22), random(d, 23), random(m * d, 24)];
+  const y = new Float32Array(m * d);
+  const [mean, rstd] = [new Float32Array(m), new Float32Array(m)];
+  kernels.layerNormForward(x, gamma, beta, y, mean, rstd, m, d, eps);
+  const [dx, dgamma, dbeta] = [new Float32Array(m * d), new Float32Array(d), new Float32Array(d)];
+  kernels.layerNormBackward(x, dy, mean, rstd, gamma, dx, dgamma, dbeta, m, d);
+  const yRef = new Float64Array(m * d);
+  const dxRef = new Float64Array(m * d);
+  const [dgRef, dbRef] = [new Float64Array(d), new Float64Array(d)];
+  for (let r = 0; r < m; r++) {
+    const row = Array.from(x.subarray(r * d, (r + 1) * d));
+    const mu = row.reduce((a, v) => a + v, 0) / d;
+    const rs = 1 / Math.sqrt(row.reduce((a, v) => a + (v - mu) ** 2, 0) / d + eps);
+    const xHat = row.map((v) => (v - mu) * rs);
+    const g = xHat.map((_, j) => dy[r * d + j] * gamma[j]);
+    const mg = g.reduce((a, v) => a + v, 0) / d;
+    const mgx = g.reduce((a, v, j) => a + v * xHat[j], 0) / d;
+    for (let j = 0; j < d; j++) {
+      yRef[r * d + j] = xHat[j] * gamma[j] + beta[j];
+      dxRef[r * d + j] = rs * (g[j] - mg - xHat[j] * mgx);
+      dgRef[j] += dy[r * d + j] * xHat[j];
+      dbRef[j] += dy[r * d + j];
+    }
+  }
+  assert.ok(relError(y, yRef) < 1e-5, "y");
+  assert.ok(relError(dx, dxRef) < 1e-4, "dx");
+  assert.ok(relError(dgamma, dgRef) < 1e-4, "dgamma");
+  assert.ok(relError(dbeta, dbRef) < 1e-5, "dbeta");
+  // Each gradient alone (null for the others) is the same.
+  const dxOnly = new Float32Array(m * d);
+  kernels.layerNormBackward(x, dy, mean, rstd, gamma, dxOnly, null, null, m, d);
+  assert.deepEqual(dxOnly, dx);
+});
+
+test("moveHeads: part p of tokens [n, l, parts, h, dh] to heads [n, h, l, dh] and back", { skip }, () => {
+  const kernels = native!;
+  const [n, l, parts, h, dh] = [70, 11, 3, 4, 8]; // enough blocks for several threads
+  const tokens = Float32Array.from({ length: n * l * parts * h * dh }, (_, i) => i);
+  const back = new Float32Array(tokens.length).fill(Number.NaN);
+  for (let p = 0; p < parts; p++) {
+    const heads = new Float32Array(n * h * l * dh);
+    kernels.moveHeads(tokens, heads, n, l, parts, p, h, dh, 0);
+    for (const [b, head, t, j] of [[0, 0, 0, 0], [3, 2, 5, 7], [n - 1, h - 1, l - 1, dh - 1], [41, 1, 10, 3]]) {
+      assert.equal(heads[((b * h + head) * l + t) * dh + j], tokens[(((b * l + t) * parts + p) * h + head) * dh + j], `part ${p} image ${b} head ${head} token ${t} ${j}`);
+    }
+    kernels.moveHeads(back, heads, n, l, parts, p, h, dh, 1);
+  }
+  assert.deepEqual(back, tokens);
+  assert.throws(() => kernels.moveHeads(tokens, new Float32Array(8), n, l, parts, 0, h, dh, 0), /heads holds 8 floats/);
+  assert.throws(() => kernels.moveHeads(tokens, tokens, n, l, parts, 3, h, dh, 0), /part must be < parts/);
+});
+
 test("the addon rejects wrong arguments with a message, not a crash", { skip }, () => {
   const kernels = native!;
   const a = new Float32Array(6);
