@@ -40,12 +40,13 @@ function assertRank(name: string, what: string, t: tf.Tensor, rank: number): voi
 }
 
 type LazyGradFuncs = Record<string, () => tf.Tensor>;
+/** The engine's op runner (an internal that tf.customGrad is built on): one output or several. */
 type EngineWithKernelFunc = {
   runKernelFunc(params: {
-    forwardFunc: (backend: unknown, save: tf.GradSaveFunc) => tf.Tensor;
-    backwardsFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => LazyGradFuncs;
+    forwardFunc: (backend: unknown, save: tf.GradSaveFunc) => tf.Tensor | tf.Tensor[];
+    backwardsFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => LazyGradFuncs;
     inputs: tf.NamedTensorMap;
-  }): tf.Tensor;
+  }): tf.Tensor | tf.Tensor[];
 };
 
 /**
@@ -62,7 +63,7 @@ function opWithLazyGrads(
 ): tf.Tensor {
   const engine = tf.engine() as unknown as Partial<EngineWithKernelFunc>;
   if (typeof engine.runKernelFunc === "function") {
-    return engine.runKernelFunc({ forwardFunc: (_backend, save) => forward(save), backwardsFunc: backward, inputs });
+    return engine.runKernelFunc({ forwardFunc: (_backend, save) => forward(save), backwardsFunc: (dy, saved) => backward(dy as tf.Tensor, saved), inputs }) as tf.Tensor;
   }
   const names = Object.keys(inputs);
   const f = tf.customGrad(((...args: unknown[]) => {
@@ -686,17 +687,9 @@ function mergeHeadsTf(pieces: tf.Tensor3D[], n: number, heads: number): tf.Tenso
   return tf.reshape(joined, [n, l, pieces.length * heads * dh]) as tf.Tensor3D;
 }
 
-type MultiOutputEngine = {
-  runKernelFunc(params: {
-    forwardFunc: (backend: unknown, save: tf.GradSaveFunc) => tf.Tensor | tf.Tensor[];
-    backwardsFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => LazyGradFuncs;
-    inputs: tf.NamedTensorMap;
-  }): tf.Tensor | tf.Tensor[];
-};
-
 /** An engine op (forward, lazy per-input gradients) with any number of outputs; null where the engine lacks runKernelFunc. */
 function multiOutputOp(inputs: tf.NamedTensorMap, forward: () => tf.Tensor[], backward: (dys: tf.Tensor[]) => LazyGradFuncs): tf.Tensor[] | null {
-  const engine = tf.engine() as unknown as Partial<MultiOutputEngine>;
+  const engine = tf.engine() as unknown as Partial<EngineWithKernelFunc>;
   if (typeof engine.runKernelFunc !== "function") return null;
   const out = engine.runKernelFunc({ forwardFunc: () => forward(), backwardsFunc: (dy) => backward(Array.isArray(dy) ? dy : [dy]), inputs });
   return Array.isArray(out) ? out : [out];
