@@ -554,17 +554,25 @@ napi_value Add(napi_env env, napi_callback_info info) {
   return Binary(env, info, "a", "b", "y", [](float a, float b) { return a + b; });
 }
 
-// relu(x, y, n): y = max(x, 0).
-napi_value Relu(napi_env env, napi_callback_info info) {
+// (x, y, n): y[i] = op(x[i]), the argument list relu and gelu share.
+template <typename Op>
+napi_value Unary(napi_env env, napi_callback_info info, Op op) {
   Args g(env, info, 3);
   const int64_t n = g.integer(2, "n");
   const float* x = g.floats(0, n, "x");
   float* y = g.floats(1, n, "y");
   if (g.failed) return nullptr;
   elementwise(n, [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+    const float* __restrict xp = x + i0;
+    float* __restrict yp = y + i0;
+    for (int64_t i = 0; i < i1 - i0; ++i) yp[i] = op(xp[i]);
   });
   return undefinedValue(env);
+}
+
+// relu(x, y, n): y = max(x, 0).
+napi_value Relu(napi_env env, napi_callback_info info) {
+  return Unary(env, info, [](float x) { return x > 0.0f ? x : 0.0f; });
 }
 
 // channelAffine(x, scale, shift, y, m, c): y[r, j] = x[r, j] scale[j] + shift[j] (eval-mode batch norm).
@@ -585,17 +593,7 @@ napi_value ChannelAffine(napi_env env, napi_callback_info info) {
 
 // gelu(x, y, n): y = x Phi(x), Phi(x) = (1 + erf(x / sqrt 2)) / 2 (Hendrycks & Gimpel 2016; nn.GELU()).
 napi_value Gelu(napi_env env, napi_callback_info info) {
-  Args g(env, info, 3);
-  const int64_t n = g.integer(2, "n");
-  const float* x = g.floats(0, n, "x");
-  float* y = g.floats(1, n, "y");
-  if (g.failed) return nullptr;
-  elementwise(n, [&](int64_t i0, int64_t i1) {
-    const float* __restrict xp = x + i0;
-    float* __restrict yp = y + i0;
-    for (int64_t i = 0; i < i1 - i0; ++i) yp[i] = xp[i] * normalCdf(xp[i]);
-  });
-  return undefinedValue(env);
+  return Unary(env, info, [](float x) { return x * normalCdf(x); });
 }
 
 // geluGrad(x, dy, dx, n): dx = dy (Phi(x) + x phi(x)), phi the standard normal density.
