@@ -136,19 +136,39 @@ function lamFromView(v: tf.Tensor4D | undefined, n: number, who: string): tf.Ten
   return tf.reshape(v, [n]) as tf.Tensor1D;
 }
 
-/** MoCo v3 + SDMP (see the file comment). Views: [x1, x2, mix(x1), mix(x2), lambdas]. */
-export class MoCoV3SDMP implements SSLMethod {
-  readonly name: string = "moco-v3-sdmp";
-  readonly base: MoCoV3;
+/** What both SDMP methods take from the method they extend: its networks, EMA updates, state and disposal. */
+abstract class SdmpOn<B extends MoCoV3 | DINO> {
   readonly backbone: Backbone;
   readonly trainable: Module;
-  readonly mix: ResolvedSdmp;
+
+  protected constructor(
+    readonly base: B,
+    readonly mix: ResolvedSdmp,
+  ) {
+    this.backbone = base.backbone;
+    this.trainable = base.trainable;
+  }
+
+  afterStep(ctx: StepContext): void {
+    this.base.afterStep(ctx);
+  }
+
+  stateModules(): Record<string, Module> {
+    return this.base.stateModules();
+  }
+
+  dispose(): void {
+    this.base.dispose();
+  }
+}
+
+/** MoCo v3 + SDMP (see the file comment). Views: [x1, x2, mix(x1), mix(x2), lambdas]. */
+export class MoCoV3SDMP extends SdmpOn<MoCoV3> implements SSLMethod {
+  readonly name: string = "moco-v3-sdmp";
 
   constructor(base: MoCoV3 | MoCoV3Options, mix: SdmpOptions = {}) {
-    this.mix = resolveSdmp("MoCoV3SDMP", mix);
-    this.base = base instanceof MoCoV3 ? base : new MoCoV3(base);
-    this.backbone = this.base.backbone;
-    this.trainable = this.base.trainable;
+    const resolved = resolveSdmp("MoCoV3SDMP", mix);
+    super(base instanceof MoCoV3 ? base : new MoCoV3(base), resolved);
   }
 
   views(images: tf.Tensor4D, ctx: StepContext): tf.Tensor4D[] {
@@ -184,33 +204,15 @@ export class MoCoV3SDMP implements SSLMethod {
     const plain = r < xs.length ? this.base.queryViews(xs.slice(0, xs.length - r)) : []; // first: the heads' BN statistics update in view order
     return [...plain, ...xs.slice(xs.length - r).map((x) => predictor.forward(projector.forward(recomputeInBackward(backbone, (v) => backbone.forward(v), x))))];
   }
-
-  afterStep(ctx: StepContext): void {
-    this.base.afterStep(ctx);
-  }
-
-  stateModules(): Record<string, Module> {
-    return this.base.stateModules();
-  }
-
-  dispose(): void {
-    this.base.dispose();
-  }
 }
 
 /** DINO + SDMP (see the file comment). Views: [global1, global2, locals..., mix(global1), mix(global2), lambdas]. */
-export class DINOSDMP implements SSLMethod {
+export class DINOSDMP extends SdmpOn<DINO> implements SSLMethod {
   readonly name: string = "dino-sdmp";
-  readonly base: DINO;
-  readonly backbone: Backbone;
-  readonly trainable: Module;
-  readonly mix: ResolvedSdmp;
 
   constructor(base: DINO | DINOOptions, mix: SdmpOptions = {}) {
-    this.mix = resolveSdmp("DINOSDMP", mix);
-    this.base = base instanceof DINO ? base : new DINO(base);
-    this.backbone = this.base.backbone;
-    this.trainable = this.base.trainable;
+    const resolved = resolveSdmp("DINOSDMP", mix);
+    super(base instanceof DINO ? base : new DINO(base), resolved);
   }
 
   views(images: tf.Tensor4D, ctx: StepContext): tf.Tensor4D[] {
@@ -250,18 +252,6 @@ export class DINOSDMP implements SSLMethod {
       teacherMomentum: tf.scalar(b.teacherMomentum(ctx)),
     };
     return { loss, metrics, embeddings: features[0] };
-  }
-
-  afterStep(ctx: StepContext): void {
-    this.base.afterStep(ctx);
-  }
-
-  stateModules(): Record<string, Module> {
-    return this.base.stateModules();
-  }
-
-  dispose(): void {
-    this.base.dispose();
   }
 }
 
