@@ -1,10 +1,12 @@
 /**
  * Shared pieces of the training-step benches (bench/train-step.ts, bench/step-<method>.ts): flag
  * reading, warm-up + timed steps, the median, peak RSS, a figure's speed fields, the JSON lines,
- * `--profile`'s kernel table, and one child process per figure (so a figure's peak RSS is its own).
+ * `--profile`'s kernel table, one child process per figure (so a figure's peak RSS is its own), and
+ * `--vs-torch`: the PyTorch reference (bench/torch/<script>.py) run after the figures, with the ratios.
  * Not a bench itself (bench/run.ts does not list it).
  */
 import { spawnSync } from "node:child_process";
+import * as path from "node:path";
 import * as tf from "@tensorflow/tfjs-core";
 import { describeBackend } from "../lib/src/backend";
 import type { BackendInfo } from "../lib/src/backend";
@@ -113,16 +115,57 @@ export function childFigure<F extends string>(): F | undefined {
   return process.argv.find((a) => a.startsWith("--child="))?.slice("--child=".length) as F | undefined;
 }
 
+/** A bench's PyTorch reference, for `--vs-torch`. */
+export interface TorchReference {
+  /** The bench name of the ratio lines. */
+  bench: string;
+  /** bench/torch/<script>; it takes the same figure names as the children and prints a JSON line per figure. */
+  script: string;
+  /** The sslkit field the ratio reads (default imagesPerSec; modelImagesPerSec where PyTorch makes its views once). */
+  field?: string;
+  /** More arguments for the script. */
+  args?: string[];
+  /** One more JSON line from the ratios by figure (e.g. one ratio against another), or null for none. */
+  summary?: (ratios: Record<string, number>) => Record<string, unknown> | null;
+}
+
 /**
  * The parent: runs `script` once per figure named on the command line (all `figures` when none is),
- * each as `--child=<figure> ...childArgs` in its own process, then exits 1 if any failed.
+ * each as `--child=<figure> ...childArgs` in its own process. With `--vs-torch` and a `torch`
+ * reference, then runs it for the same figures (/usr/bin/python3) and prints, per figure both
+ * printed, sslkit's and PyTorch's images/s and their ratio. Exits 1 if anything failed.
  */
-export function runFigureChildren(script: string, figures: readonly string[], childArgs: string[]): never {
+export function runFigureChildren(script: string, figures: readonly string[], childArgs: string[], torch?: TorchReference): never {
   const only = process.argv.slice(2).filter((a) => figures.includes(a));
+  const vsTorch = torch !== undefined && process.argv.includes("--vs-torch");
+  const ours: Record<string, number> = {};
   let failed = 0;
-  for (const figure of only.length > 0 ? only : figures) {
-    const r = spawnSync(process.execPath, ["--import", "tsx", script, `--child=${figure}`, ...childArgs], { stdio: "inherit", env: process.env });
+  const forward = (stdout: string, into?: Record<string, number>, field = "imagesPerSec") => {
+    process.stdout.write(stdout);
+    for (const line of stdout.split("\n").filter((l) => l.startsWith("{"))) {
+      const j = JSON.parse(line) as Record<string, unknown>;
+      if (into && typeof j.figure === "string" && typeof j[field] === "number") into[j.figure] = j[field] as number;
+    }
+  };
+  const run = only.length > 0 ? only : figures;
+  for (const figure of run) {
+    const r = spawnSync(process.execPath, ["--import", "tsx", script, `--child=${figure}`, ...childArgs], { encoding: "utf8", env: process.env, stdio: ["ignore", vsTorch ? "pipe" : "inherit", "inherit"] });
+    if (vsTorch) forward(r.stdout, ours, torch.field);
     if (r.status !== 0) failed++;
+  }
+  if (vsTorch) {
+    const py = spawnSync("/usr/bin/python3", [path.join(__dirname, "torch", torch.script), ...run, ...(torch.args ?? [])], { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] });
+    const theirs: Record<string, number> = {};
+    forward(py.stdout ?? "", theirs);
+    if (py.status !== 0) failed++;
+    const ratios: Record<string, number> = {};
+    for (const [figure, torchImagesPerSec] of Object.entries(theirs)) {
+      if (!(figure in ours)) continue;
+      ratios[figure] = ours[figure] / torchImagesPerSec;
+      console.log(JSON.stringify({ bench: torch.bench, figure, sslkitImagesPerSec: ours[figure], torchImagesPerSec, ratio: +ratios[figure].toFixed(2) }));
+    }
+    const extra = torch.summary?.(ratios);
+    if (extra) console.log(JSON.stringify({ bench: torch.bench, ...extra }));
   }
   process.exit(failed > 0 ? 1 : 0);
 }

@@ -14,8 +14,6 @@
  *
  *   node --import tsx bench/step-moco.ts [moco-v2|moco-v3] [--steps N] [--vs-torch]
  */
-import { spawnSync } from "node:child_process";
-import * as path from "node:path";
 import * as tf from "@tensorflow/tfjs-core";
 import { initBackend } from "../lib/src/backend";
 import { MoCoV2 } from "../lib/src/methods/moco";
@@ -25,7 +23,7 @@ import { SplitBatchNorm } from "../lib/src/nn/split-batch-norm";
 import { resnetSmall } from "../lib/src/nn/resnet";
 import { vitTiny } from "../lib/src/nn/vit";
 import { AdamW } from "../lib/src/train/optimizers";
-import { argValue, childFigure, figureFailed, methodStep, peakRssMB, printFigure, stepSpeed, timeSteps } from "./common";
+import { argValue, childFigure, figureFailed, methodStep, peakRssMB, printFigure, runFigureChildren, stepSpeed, timeSteps } from "./common";
 
 const FIGURES = ["moco-v2", "moco-v3"] as const;
 type Figure = (typeof FIGURES)[number];
@@ -64,34 +62,8 @@ async function child(which: Figure, stepsOverride: number | undefined): Promise<
   printFigure("step-moco", result, info);
 }
 
-const args = process.argv.slice(2);
 const stepsFlag = argValue("steps");
 const steps = stepsFlag !== undefined ? Number(stepsFlag) : undefined;
 const which = childFigure<Figure>();
-if (which) {
-  child(which, steps).catch(figureFailed("step-moco", which));
-} else {
-  const only = args.filter((a) => (FIGURES as readonly string[]).includes(a)) as Figure[];
-  const figures = only.length > 0 ? only : [...FIGURES];
-  let failed = 0;
-  const ours: Record<string, number> = {};
-  for (const f of figures) {
-    const r = spawnSync(process.execPath, ["--import", "tsx", __filename, `--child=${f}`, ...(steps !== undefined ? ["--steps", String(steps)] : [])], { encoding: "utf8", env: process.env, stdio: ["ignore", "pipe", "inherit"] });
-    process.stdout.write(r.stdout);
-    for (const line of r.stdout.split("\n").filter((l) => l.startsWith("{"))) {
-      const j = JSON.parse(line) as { figure: string; imagesPerSec?: number };
-      if (j.imagesPerSec) ours[j.figure] = j.imagesPerSec;
-    }
-    if (r.status !== 0) failed++;
-  }
-  if (args.includes("--vs-torch")) {
-    const py = spawnSync("/usr/bin/python3", [path.join(__dirname, "torch", "moco.py"), ...figures], { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] });
-    process.stdout.write(py.stdout);
-    for (const line of py.stdout.split("\n").filter((l) => l.startsWith("{"))) {
-      const j = JSON.parse(line) as { figure: string; imagesPerSec?: number };
-      if (j.imagesPerSec && ours[j.figure]) console.log(JSON.stringify({ bench: "step-moco", figure: j.figure, sslkitImagesPerSec: ours[j.figure], torchImagesPerSec: j.imagesPerSec, ratio: +(ours[j.figure] / j.imagesPerSec).toFixed(2) }));
-    }
-    if (py.status !== 0) failed++;
-  }
-  process.exit(failed > 0 ? 1 : 0);
-}
+if (which) child(which, steps).catch(figureFailed("step-moco", which));
+else runFigureChildren(__filename, FIGURES, steps !== undefined ? ["--steps", String(steps)] : [], { bench: "step-moco", script: "moco.py" });

@@ -7,14 +7,18 @@
  *     (one backbone pass, heads per view), the momentum encoder on x1, x2, mix(x1) (no grad), the
  *     symmetric MoCo v3 loss + 2t sdmpLoss, AdamW, then the EMA update.
  *   moco-v3-vit-tiny: the plain MoCo v3 step with the same sizes (the denominator of the ratio).
+ *   moco-v3-vit-tiny-same-work: the plain step at 1.5x the batch (192), i.e. the SDMP step's backbone
+ *     work (3 query and 3 key views of 128 images against 2 and 2).
  * Target (not asserted): SDMP's ratio to bench/torch/sdmp.py's "sdmp" figure no worse than the plain
- * MoCo v3 step's ratio to its "moco-v3" figure. `viewsMs` is the part of a step spent making the
+ * MoCo v3 step's ratio to its "moco-v3" figure. PyTorch's per-image cost falls between 256 and 384
+ * backbone images a step, sslkit's does not, so the same-work figures say how much of a gap is that. `viewsMs` is the part of a step spent making the
  * views (augmentation and mixing); `modelImagesPerSec` leaves it out, which is what the PyTorch
  * reference times (its views are made once). `cpuMsMedian`: process CPU time a step (all threads),
  * a figure less sensitive than the wall time to other load on the machine. Each figure runs in
  * its own process (peak RSS).
  *
- *   node --import tsx bench/step-sdmp.ts [sdmp|moco-v3] [--steps N] [--profile]
+ *   node --import tsx bench/step-sdmp.ts [sdmp|moco-v3|moco-v3-same-work] [--steps N] [--batch N (128)]
+ *     [--profile] [--vs-torch: then bench/torch/sdmp.py, the ratios, and SDMP's ratio over the plain one]
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { initBackend } from "../lib/src/backend";
@@ -26,13 +30,15 @@ import { Rng } from "../lib/src/random";
 import { AdamW } from "../lib/src/train/optimizers";
 import { argValue, childFigure, figureFailed, median, peakRssMB, printFigure, printProfile, runFigureChildren } from "./common";
 
-const FIGURES = ["sdmp", "moco-v3"] as const;
+const FIGURES = ["sdmp", "moco-v3", "moco-v3-same-work"] as const;
 type Figure = (typeof FIGURES)[number];
 const args = process.argv.slice(2);
 const STEPS = Number(argValue("steps") ?? 6);
+const BATCH = Number(argValue("batch") ?? 128);
+if (!(Number.isInteger(BATCH) && BATCH >= 2 && BATCH % 2 === 0)) throw new Error(`step-sdmp: --batch must be an even integer >= 2, got ${argValue("batch")}`);
 
 async function figure(which: Figure): Promise<Record<string, unknown>> {
-  const batch = 128;
+  const batch = which === "moco-v3-same-work" ? (BATCH * 3) / 2 : BATCH;
   const base = () =>
     new MoCoV3({ backbone: vitTiny({ seed: 0 }), keyBackbone: vitTiny({ seed: 0 }), inputShape: [28, 28, 1], temperature: 0.2, projectionHiddenDim: 512, projectionDim: 128, cropScale: [0.2, 1] });
   const method: SSLMethod = which === "sdmp" ? new MoCoV3SDMP(base()) : base();
@@ -77,7 +83,7 @@ async function figure(which: Figure): Promise<Record<string, unknown>> {
   const ms = median(stepMs);
   const vms = median(viewsMs);
   const result = {
-    figure: which === "sdmp" ? "moco-v3-sdmp-vit-tiny" : "moco-v3-vit-tiny",
+    figure: { sdmp: "moco-v3-sdmp-vit-tiny", "moco-v3": "moco-v3-vit-tiny", "moco-v3-same-work": "moco-v3-vit-tiny-same-work" }[which],
     batch,
     input: which === "sdmp" ? "28x28x1: 2 views + 2 mixed views (query: x1, x2, mix(x2); keys: x1, x2, mix(x1))" : "28x28x1 x 2 views",
     params: method.trainable.numParameters(),
@@ -106,4 +112,18 @@ async function child(which: Figure): Promise<void> {
 const which = childFigure<Figure>();
 if (which) child(which).catch(figureFailed("step-sdmp", which));
 // each figure in its own process, so the peak RSS is that figure's alone
-else runFigureChildren(__filename, FIGURES, args);
+else {
+  const sdmp = "moco-v3-sdmp-vit-tiny";
+  runFigureChildren(__filename, FIGURES, args, {
+    bench: "step-sdmp",
+    script: "sdmp.py",
+    field: "modelImagesPerSec",
+    args: argValue("batch") !== undefined ? ["--batch", String(BATCH)] : [],
+    // the target: SDMP's ratio over the plain step's (1 = the same); and over the same-work step's
+    summary: (r) => {
+      const over = (baseline: string) => (r[sdmp] && r[baseline] ? +(r[sdmp] / r[baseline]).toFixed(3) : null);
+      const value = over("moco-v3-vit-tiny");
+      return value === null ? null : { figure: "sdmp-ratio-over-plain-ratio", value, overSameWorkRatio: over("moco-v3-vit-tiny-same-work") };
+    },
+  });
+}

@@ -14,25 +14,16 @@ The crops are made once (model step only), which favours PyTorch slightly: sslki
 its multi-crop augmentation inside the step.
 usage: dino.py [--threads N] [--steps N] [--local-crops N] [--out-dim K]
 """
-import json, os, resource, sys, time
+import json, os, resource, sys
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 sys.dont_write_bytecode = True  # no bench/torch/__pycache__ in the tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import TBlock, timed  # noqa: E402
+from common import TBlock, setup, timed  # noqa: E402
 
-args = sys.argv[1:]
-threads, steps, local_crops, out_dim = 2, 5, 6, 4096
-for flag in ("--threads", "--steps", "--local-crops", "--out-dim"):
-    if flag in args:
-        i = args.index(flag); v = int(args[i + 1]); del args[i:i + 2]
-        if flag == "--threads": threads = v
-        elif flag == "--steps": steps = v
-        elif flag == "--local-crops": local_crops = v
-        else: out_dim = v
-torch.set_num_threads(threads)
-torch.manual_seed(0)
+opts, _ = setup(steps=5, local_crops=6, out_dim=4096)
+threads, steps, local_crops, out_dim = opts.threads, opts.steps, opts.local_crops, opts.out_dim
 
 
 def sincos_2d(dim, gh, gw):

@@ -15,28 +15,16 @@ The views are made once (model step only), which favours PyTorch slightly: sslki
 its batched augmentation inside the step.
 usage: moco.py [moco-v2|moco-v3 ...] [--threads N] [--steps N] [--split-impl demo|chunk] [--nchw]
 """
-import copy, json, os, sys, time
+import copy, json, os, sys
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 sys.dont_write_bytecode = True  # no bench/torch/__pycache__ in the tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import TBlock, timed  # noqa: E402
+from common import TBlock, setup, timed  # noqa: E402
 
-args = sys.argv[1:]
-threads = 2
-steps_override = None
-if "--threads" in args:
-    i = args.index("--threads"); threads = int(args[i + 1]); del args[i:i + 2]
-if "--steps" in args:
-    i = args.index("--steps"); steps_override = int(args[i + 1]); del args[i:i + 2]
-torch.set_num_threads(threads)
-torch.manual_seed(0)
-
-
-SPLIT_IMPL = "demo"
-if "--split-impl" in args:
-    i = args.index("--split-impl"); SPLIT_IMPL = args[i + 1]; del args[i:i + 2]
+opts, args = setup(steps=0, split_impl="demo")  # steps 0: each figure's own count
+threads, steps_override, SPLIT_IMPL = opts.threads, opts.steps, opts.split_impl
 CHANNELS_LAST = "--nchw" not in args
 if not CHANNELS_LAST:
     args.remove("--nchw")

@@ -10,27 +10,24 @@ mixed view (official builder.py / README): queries of x1, x2 and mix(x2) (one ba
 heads per view), keys of x1, x2 and mix(x1), L += 2t [CE(q~ k1^T / t, label1) + CE(q~ k~1^T / t,
 label2)] with label1 = lam I + (1 - lam) I.flip, label2 = (I + lam_c I.flip) / (1 + lam_c). The views
 and the mixes (CutMix boxes, lambda ~ Beta(1, 1)) are made once, outside the timed step (as
-torch_ref.py's SimCLR): compare with step-sdmp.ts's modelImagesPerSec. One JSON line per figure.
-usage: sdmp.py [moco-v3|sdmp ...] [--threads N] [--steps N]
+torch_ref.py's SimCLR): compare with step-sdmp.ts's modelImagesPerSec. "moco-v3-same-work": the plain
+step at 1.5x the batch (the SDMP step's backbone work). One JSON line per figure.
+usage: sdmp.py [moco-v3|sdmp|moco-v3-same-work ...] [--threads N] [--steps N] [--batch N (128)]
 """
-import copy, json, os, sys, time
+import copy, json, os, sys
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 sys.dont_write_bytecode = True  # no bench/torch/__pycache__ in the tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import TBlock, timed  # noqa: E402
+from common import TBlock, setup, timed  # noqa: E402
 
-args = sys.argv[1:]
-threads, steps = 2, 10
-if "--threads" in args:
-    i = args.index("--threads"); threads = int(args[i + 1]); del args[i:i + 2]
-if "--steps" in args:
-    i = args.index("--steps"); steps = int(args[i + 1]); del args[i:i + 2]
-torch.set_num_threads(threads)
-torch.manual_seed(0)
-which = args or ["moco-v3", "sdmp"]
-B, P, D, L, S, T = 128, 4, 128, 49, 28, 0.2
+opts, args = setup(steps=10, batch=128)
+B = opts.batch
+which = args or ["moco-v3", "sdmp", "moco-v3-same-work"]
+if any(w not in ("moco-v3", "sdmp", "moco-v3-same-work") for w in which) or B < 2 or B % 2:
+    sys.exit(f"sdmp.py: figures are moco-v3, sdmp, moco-v3-same-work and --batch an even number >= 2; got {which}, {B}")
+P, D, L, S, T = 4, 128, 49, 28, 0.2
 
 
 def patchify(x):  # [N,1,28,28] -> [N,49,16]
@@ -82,7 +79,7 @@ def cutmix_like(x, lam):
     return xm, torch.tensor(out)
 
 
-def moco(sdmp):
+def moco(sdmp, B):
     vit, proj, pred = ViT(), projector(), predictor()
     online = nn.ModuleList([vit, proj, pred])
     opt = torch.optim.AdamW(online.parameters(), lr=1e-3, weight_decay=0.1)
@@ -115,11 +112,14 @@ def moco(sdmp):
         with torch.no_grad():
             torch._foreach_mul_(m_params, 0.99); torch._foreach_add_(m_params, o_params, alpha=0.01)
 
-    s = timed(step, 2, steps)
+    s = timed(step, 2, opts.steps)
     return {"figure": "moco-v3-sdmp-vit-tiny" if sdmp else "moco-v3-vit-tiny", "batch": B, "stepMsMedian": round(1000 * s, 1),
             "imagesPerSec": round(B / s, 1), "params": sum(p.numel() for p in online.parameters())}
 
 
 for w in which:
-    r = moco(w == "sdmp")
-    print(json.dumps({"bench": "torch-sdmp", **r, "threads": threads, "torch": torch.__version__}), flush=True)
+    if w == "moco-v3-same-work":  # the SDMP step's backbone work: the plain step at 1.5x the batch
+        r = {**moco(False, B * 3 // 2), "figure": "moco-v3-vit-tiny-same-work"}
+    else:
+        r = moco(w == "sdmp", B)
+    print(json.dumps({"bench": "torch-sdmp", **r, "threads": opts.threads, "torch": torch.__version__}), flush=True)
