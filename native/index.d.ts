@@ -27,6 +27,10 @@ export interface NativeKernels {
   layerNormBackward(x: Float32Array, dy: Float32Array, mean: Float32Array, rstd: Float32Array, gamma: Float32Array, dx: Float32Array | null, dgamma: Float32Array | null, dbeta: Float32Array | null, m: number, d: number): void;
   /** Part `part` of tokens [n, l, parts, h, dh] to heads [n, h, l, dh] (merge 0), or heads into that part of tokens (merge 1). */
   moveHeads(tokens: Float32Array, heads: Float32Array, n: number, l: number, parts: number, part: number, h: number, dh: number, merge: 0 | 1): void;
+  /** y = softmax(scale x) over each row of x [m, d] (scale > 0). */
+  softmax(x: Float32Array, y: Float32Array, m: number, d: number, scale: number): void;
+  /** Its gradient from its output y: dx = scale y (dy - sum(dy y)) per row. */
+  softmaxGrad(y: Float32Array, dy: Float32Array, dx: Float32Array, m: number, d: number, scale: number): void;
   setThreads(threads: number): void;
   /** 3x3 stride-1 convolutions by Winograd F(m x m, 3x3): m = 4 (default; 2 on maps under 8x8), 2, or 0 for im2col. */
   setWinograd(tile: 0 | 2 | 4): void;

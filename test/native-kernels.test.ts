@@ -320,6 +320,42 @@ test("moveHeads: part p of tokens [n, l, parts, h, dh] to heads [n, h, l, dh] an
   assert.throws(() => kernels.moveHeads(tokens, tokens, n, l, parts, 3, h, dh, 0), /part must be < parts/);
 });
 
+test("softmax (scale folded in) and its gradient equal the definition computed in float64", { skip }, () => {
+  const kernels = native!;
+  const [m, d, scale] = [1500, 50, 1 / Math.sqrt(32)]; // attention rows; several threads
+  const x = random(m * d, 21).map((v) => 6 * v);
+  // a row of huge logits (max subtraction), one with -Infinity (a masked key), one constant row
+  x.set([1000, 999, -1000, 990, ...new Array(d - 4).fill(-5)], 0);
+  x.set([Number.NEGATIVE_INFINITY, 2, Number.NEGATIVE_INFINITY, ...new Array(d - 3).fill(0)], d);
+  x.fill(3, 2 * d, 3 * d);
+  const dy = random(m * d, 22);
+  const y = new Float32Array(m * d);
+  const dx = new Float32Array(m * d);
+  kernels.softmax(x, y, m, d, scale);
+  kernels.softmaxGrad(y, dy, dx, m, d, scale);
+  const yRef = new Float64Array(m * d);
+  const dxRef = new Float64Array(m * d);
+  for (let r = 0; r < m; r++) {
+    const row = Array.from(x.subarray(r * d, (r + 1) * d), (v) => v * scale);
+    const top = Math.max(...row);
+    const e = row.map((v) => Math.exp(v - top));
+    const sum = e.reduce((a, v) => a + v, 0);
+    const p = e.map((v) => v / sum);
+    const dot = p.reduce((a, v, j) => a + v * dy[r * d + j], 0);
+    p.forEach((v, j) => {
+      yRef[r * d + j] = v;
+      dxRef[r * d + j] = scale * v * (dy[r * d + j] - dot);
+    });
+  }
+  assert.ok(relError(y, yRef) < 1e-6, `y rel error ${relError(y, yRef)}`);
+  assert.ok(relError(dx, dxRef) < 1e-5, `dx rel error ${relError(dx, dxRef)}`);
+  assert.ok(Math.abs(y[0] - yRef[0]) < 1e-6 && y[2] === 0, "huge logits: no overflow, exp(-2000 s) is 0");
+  assert.ok(y[d] === 0 && y[d + 2] === 0 && Math.abs(y[d + 1] - yRef[d + 1]) < 1e-6, "-Infinity takes no weight");
+  assert.ok(y.subarray(2 * d, 3 * d).every((v) => Math.abs(v - 1 / d) < 1e-7), "a constant row is uniform");
+  assert.throws(() => kernels.softmax(x, y, m, d, 0), /scale must be > 0/);
+  assert.throws(() => kernels.softmaxGrad(y, dy, new Float32Array(d), m, d, scale), /dx holds 50 floats/);
+});
+
 test("the addon rejects wrong arguments with a message, not a crash", { skip }, () => {
   const kernels = native!;
   const a = new Float32Array(6);

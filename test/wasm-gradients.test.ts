@@ -276,12 +276,18 @@ const fastOpCases: OpCase[] = [
     name: "attention block (fast ops)",
     inputs: [{ shape: [3, 5, 8] }, { shape: [8, 24] }],
     f: (x, wqkv) => {
-      const [n, l, heads, dh] = [3, 5, 2, 4];
+      const [n, heads, dh] = [3, 2, 4];
       const [q, k, v] = fastOps.splitHeads(fastOps.dense(x, wqkv) as tf.Tensor3D, 3, heads);
-      const attn = tf.softmax(fastOps.matMul(tf.mul(q, 1 / Math.sqrt(dh)), tf.transpose(k, [0, 2, 1])));
+      const attn = fastOps.softmaxLastAxis(fastOps.matMulTransposeB(q, k), 1 / Math.sqrt(dh));
       return fastOps.mergeHeads([fastOps.gelu(fastOps.matMul(attn, v)) as tf.Tensor3D], n, heads);
     },
   },
+  { name: "fastOps.matMulTransposeB batched", inputs: [{ shape: [3, 4, 5] }, { shape: [3, 6, 5] }], f: (a, b) => fastOps.matMulTransposeB(a, b) },
+  { name: "fastOps.matMulTransposeB 2-D", inputs: [{ shape: [4, 5] }, { shape: [7, 5] }], f: (a, b) => fastOps.matMulTransposeB(a, b) },
+  { name: "fastOps.softmaxLastAxis", inputs: [{ shape: [4, 3, 7] }], f: (x) => fastOps.softmaxLastAxis(x) },
+  { name: "fastOps.softmaxLastAxis scale 0.35, wide logits", inputs: [{ shape: [2, 5], values: [40, 39, 38, -40, 0, -50, -60, -70, -80, -90] }], f: (x) => fastOps.softmaxLastAxis(x, 0.35) },
+  // rows of 50 over several threads (attention's [N h, L, L] at L 50)
+  { name: "fastOps.softmaxLastAxis large", inputs: [{ shape: [120, 50, 50] }], f: (x) => fastOps.softmaxLastAxis(x, 0.5) },
   // q, k, v weighted differently, so that each part's gradient is checked
   { name: "fastOps.splitHeads qkv", inputs: [{ shape: [3, 5, 24] }], f: (x) => weightedSum(fastOps.splitHeads(x as tf.Tensor3D, 3, 2)) },
   { name: "fastOps.splitHeads one part", inputs: [{ shape: [2, 7, 12] }], f: (x) => fastOps.splitHeads(x as tf.Tensor3D, 1, 3)[0] },

@@ -352,6 +352,60 @@ void layerNormBackward(const float* x, const float* dy, const float* mean, const
 
 // Attention heads: part `part` of tokens [n, l, parts, h, dh] <-> heads [n, h, l, dh] (merge: heads
 // into tokens), the reshape-transpose-split of a fused qkv projection as one copy of dh-float rows.
+// The max and the sum of term(j) over j < n in 16 independent lanes, so that the loops vectorise
+// (one running max or sum is a chain of dependent instructions); a fixed order, so reproducible.
+constexpr int kLanes = 16;
+template <typename Term>
+float laneMax(int64_t n, Term term) {
+  float acc[kLanes];
+  for (int l = 0; l < kLanes; ++l) acc[l] = term(0);
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes)
+    for (int l = 0; l < kLanes; ++l) acc[l] = term(j + l) > acc[l] ? term(j + l) : acc[l];
+  for (; j < n; ++j) acc[0] = term(j) > acc[0] ? term(j) : acc[0];
+  float top = acc[0];
+  for (int l = 1; l < kLanes; ++l) top = acc[l] > top ? acc[l] : top;
+  return top;
+}
+template <typename Term>
+float laneSum(int64_t n, Term term) {
+  float acc[kLanes] = {};
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes)
+    for (int l = 0; l < kLanes; ++l) acc[l] += term(j + l);
+  for (; j < n; ++j) acc[0] += term(j);
+  float sum = 0.0f;
+  for (int l = 0; l < kLanes; ++l) sum += acc[l];
+  return sum;
+}
+
+// y = softmax(scale x) over one row of d values (scale > 0): exp(scale (x - max)) / sum.
+inline void softmaxRow(const float* __restrict x, float* __restrict y, int64_t d, float scale) {
+  const float shift = scale * laneMax(d, [&](int64_t j) { return x[j]; });  // the largest scaled value
+  for (int64_t j = 0; j < d; ++j) y[j] = fastExp(scale * x[j] - shift);  // branch-free: vectorises
+  const float inv = 1.0f / laneSum(d, [&](int64_t j) { return y[j]; });
+  for (int64_t j = 0; j < d; ++j) y[j] *= inv;
+}
+
+// softmaxRow over each row r of x [m, d] (attention: scale = 1 / sqrt(d_head), folded in).
+void softmaxRows(const float* x, float* y, int64_t m, int64_t d, float scale, int threads) {
+  parallelFor(m, partsFor(m, m * d, threads), [&](int, int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) softmaxRow(x + r * d, y + r * d, d, scale);
+  });
+}
+
+inline void softmaxRowGrad(const float* __restrict y, const float* __restrict dy, float* __restrict dx, int64_t d, float scale) {
+  const float dot = laneSum(d, [&](int64_t j) { return dy[j] * y[j]; });
+  for (int64_t j = 0; j < d; ++j) dx[j] = scale * y[j] * (dy[j] - dot);
+}
+
+// Its gradient from its output: dx = scale y (dy - sum_j dy_j y_j), row by row.
+void softmaxRowsGrad(const float* y, const float* dy, float* dx, int64_t m, int64_t d, float scale, int threads) {
+  parallelFor(m, partsFor(m, m * d, threads), [&](int, int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) softmaxRowGrad(y + r * d, dy + r * d, dx + r * d, d, scale);
+  });
+}
+
 void moveHeads(float* tokens, float* heads, int64_t n, int64_t l, int64_t parts, int64_t part, int64_t h, int64_t dh, bool merge, int threads) {
   const int64_t blocks = n * h;
   parallelFor(blocks, partsFor(blocks, blocks * l * dh, threads), [&](int, int64_t b0, int64_t b1) {
@@ -636,6 +690,32 @@ napi_value LayerNormBackward(napi_env env, napi_callback_info info) {
   return undefinedValue(env);
 }
 
+// softmax(x, y, m, d, scale): y = softmax(scale x) over each row of d values (scale > 0).
+napi_value Softmax(napi_env env, napi_callback_info info) {
+  Args g(env, info, 5);
+  const int64_t m = g.integer(2, "m"), d = g.integer(3, "d", 1);
+  const double scale = g.number(4, "scale");
+  if (!g.failed && !(scale > 0.0)) g.fail("scale must be > 0");
+  const float* x = g.floats(0, m * d, "x");
+  float* y = g.floats(1, m * d, "y");
+  if (g.failed) return nullptr;
+  softmaxRows(x, y, m, d, static_cast<float>(scale), g_threads);
+  return undefinedValue(env);
+}
+
+// softmaxGrad(y, dy, dx, m, d, scale): dx = scale y (dy - sum(dy y)) per row, y softmax's output.
+napi_value SoftmaxGrad(napi_env env, napi_callback_info info) {
+  Args g(env, info, 6);
+  const int64_t m = g.integer(3, "m"), d = g.integer(4, "d", 1);
+  const double scale = g.number(5, "scale");
+  const float* y = g.floats(0, m * d, "y");
+  const float* dy = g.floats(1, m * d, "dy");
+  float* dx = g.floats(2, m * d, "dx");
+  if (g.failed) return nullptr;
+  softmaxRowsGrad(y, dy, dx, m, d, static_cast<float>(scale), g_threads);
+  return undefinedValue(env);
+}
+
 // moveHeads(tokens, heads, n, l, parts, part, h, dh, merge): part `part` of tokens [n, l, parts, h, dh]
 // to heads [n, h, l, dh] (merge 0), or heads into that part of tokens (merge 1).
 napi_value MoveHeads(napi_env env, napi_callback_info info) {
@@ -684,7 +764,7 @@ napi_value Info(napi_env env, napi_callback_info) {
 napi_value Init(napi_env env, napi_value exports) {
   openblas_set_num_threads(1);  // sslkit splits the work itself (deterministically)
   const std::pair<const char*, napi_callback> fns[] = {
-      {"gemm", Gemm}, {"conv2d", Conv<0>}, {"conv2dFilterGrad", Conv<1>}, {"conv2dInputGrad", Conv<2>}, {"batchNormForward", BatchNormForward}, {"batchNormBackward", BatchNormBackward}, {"reluGrad", ReluGrad}, {"channelAffine", ChannelAffine}, {"add", Add}, {"relu", Relu}, {"gelu", Gelu}, {"geluGrad", GeluGrad}, {"layerNormForward", LayerNormForward}, {"layerNormBackward", LayerNormBackward}, {"moveHeads", MoveHeads}, {"setThreads", SetThreads}, {"setWinograd", SetWinograd}, {"info", Info},
+      {"gemm", Gemm}, {"conv2d", Conv<0>}, {"conv2dFilterGrad", Conv<1>}, {"conv2dInputGrad", Conv<2>}, {"batchNormForward", BatchNormForward}, {"batchNormBackward", BatchNormBackward}, {"reluGrad", ReluGrad}, {"channelAffine", ChannelAffine}, {"add", Add}, {"relu", Relu}, {"gelu", Gelu}, {"geluGrad", GeluGrad}, {"layerNormForward", LayerNormForward}, {"layerNormBackward", LayerNormBackward}, {"moveHeads", MoveHeads}, {"softmax", Softmax}, {"softmaxGrad", SoftmaxGrad}, {"setThreads", SetThreads}, {"setWinograd", SetWinograd}, {"info", Info},
   };
   for (const auto& [name, fn] : fns) {
     napi_value f;

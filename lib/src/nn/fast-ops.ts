@@ -21,7 +21,7 @@
  * backend), and keep transposes/slices at rank <= 4 (rank 5-6 are ~100x slower on wasm).
  */
 import * as tf from "@tensorflow/tfjs-core";
-import { BATCH_NORM_BACKWARD, BATCH_NORM_FORWARD, CHANNEL_AFFINE, GELU, GELU_GRAD, LAYER_NORM_BACKWARD, LAYER_NORM_FORWARD, MOVE_HEADS, RELU_GRAD, nativeKernelsActive } from "../backend/native-kernels";
+import { BATCH_NORM_BACKWARD, BATCH_NORM_FORWARD, CHANNEL_AFFINE, GELU, GELU_GRAD, LAYER_NORM_BACKWARD, LAYER_NORM_FORWARD, MOVE_HEADS, RELU_GRAD, SOFTMAX, SOFTMAX_GRAD, nativeKernelsActive } from "../backend/native-kernels";
 
 /** Padding accepted by the conv helpers: tf's string modes, a symmetric number, or NHWC explicit pads. */
 export type ConvPadding = "same" | "valid" | number | [[number, number], [number, number], [number, number], [number, number]];
@@ -217,6 +217,25 @@ export function matMul(a: tf.Tensor, b: tf.Tensor): tf.Tensor {
   }
   if (a.rank === 3 && a.shape[0] !== b.shape[0]) throw new Error(`matMul: batch sizes differ: [${a.shape}] x [${b.shape}]`);
   return matMulWithPlainGrads(a, b);
+}
+
+/**
+ * a @ b^T for [m,k]x[n,k] or [B,m,k]x[B,n,k] (attention scores Q K^T) without materialising b^T:
+ * dA = dY @ B, dB = dY^T @ A (each computed only if needed).
+ */
+export function matMulTransposeB(a: tf.Tensor, b: tf.Tensor): tf.Tensor {
+  const k = a.shape[a.rank - 1];
+  if (!((a.rank === 2 || a.rank === 3) && b.rank === a.rank && b.shape[b.rank - 1] === k && (a.rank === 2 || a.shape[0] === b.shape[0]))) {
+    throw new Error(`matMulTransposeB: expected [m,k]x[n,k] or [B,m,k]x[B,n,k], got [${a.shape}] x [${b.shape}]`);
+  }
+  return opWithLazyGrads(
+    { a, b },
+    (save) => {
+      save([a, b]);
+      return matMulKernel(a, b, false, true);
+    },
+    (dy, [sa, sb]) => ({ a: () => matMulKernel(dy, sb, false, false), b: () => matMulKernel(dy, sa, true, false) }),
+  );
 }
 
 /**
@@ -495,6 +514,26 @@ export function gelu(x: tf.Tensor): tf.Tensor {
       return (engine.runKernel(GELU, { x }) as tf.Tensor[])[0];
     },
     (dy, [sx]) => ({ x: () => (engine.runKernel(GELU_GRAD, { x: sx, dy }) as tf.Tensor[])[0] }),
+  );
+}
+
+/**
+ * softmax(scale x) over the last axis (attention folds its 1 / sqrt(d_head) in as `scale` > 0).
+ * On sslkit-native one kernel each way, keeping only the output for the gradient
+ * dx = scale y (dy - sum(dy y)); elsewhere tf.softmax (and a multiply when scale is not 1).
+ */
+export function softmaxLastAxis(x: tf.Tensor, scale = 1): tf.Tensor {
+  if (!(scale > 0)) throw new Error(`softmaxLastAxis: scale must be > 0, got ${scale}`);
+  if (!nativeKernelsActive() || x.dtype !== "float32" || x.rank < 1) return tf.softmax(scale === 1 ? x : tf.mul(x, scale));
+  const engine = tf.engine();
+  return opWithLazyGrads(
+    { x },
+    (save) => {
+      const y = (engine.runKernel(SOFTMAX, { x }, { scale }) as tf.Tensor[])[0];
+      save([y]);
+      return y;
+    },
+    (dy, [y]) => ({ x: () => (engine.runKernel(SOFTMAX_GRAD, { y, dy }, { scale }) as tf.Tensor[])[0] }),
   );
 }
 

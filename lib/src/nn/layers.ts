@@ -276,8 +276,8 @@ export class MultiHeadSelfAttention extends Module {
     const dh = this.headDim;
     // qkv [N, L, 3D] -> q, k, v each [N*h, L, dh]
     const [q, k, v] = fastOps.splitHeads(this.qkv.forward(x) as tf.Tensor3D, 3, h);
-    const scores = fastOps.matMul(tf.mul(q, 1 / Math.sqrt(dh)), tf.transpose(k, [0, 2, 1])); // [N*h, L, L]
-    const attn = tf.softmax(scores);
+    const scores = fastOps.matMulTransposeB(q, k); // q k^T [N*h, L, L]
+    const attn = fastOps.softmaxLastAxis(scores, 1 / Math.sqrt(dh)); // softmax(q k^T / sqrt(d_h))
     if (this.recordAttention) this.setLastAttention(tf.reshape(attn, [n, h, l, l]) as tf.Tensor4D);
     const out = fastOps.matMul(attn, v); // [N*h, L, dh]
     const merged = fastOps.mergeHeads([out as tf.Tensor3D], n, h); // [N, L, D]
