@@ -54,7 +54,7 @@ export interface SdmpOptions {
    * activations for the backward pass and recompute them there instead (0-3). "auto" (default):
    * on the wasm backend, 2 above 64 images a batch (above 128 with sslkit-native, whose fused
    * kernels keep fewer intermediates), else 0. Three views of ViT-tiny activations at batch 128
-   * exceed wasm's 4 GB heap on wasm's own kernels (2.3 GB peak RSS with sslkit-native); with 2
+   * exceed wasm's 4 GB heap on wasm's own kernels (2.2 GB peak RSS with sslkit-native); with 2
    * recomputed the peak is the plain MoCo v3 step's (about +17% compute). With a ViT the result
    * is the same up to float rounding; a BatchNorm backbone normalises a recomputed view on its own
    * batch (as the official code's separate passes).
