@@ -150,7 +150,7 @@ export function runFigureChildren(script: string, figures: readonly string[], ch
   const run = only.length > 0 ? only : figures;
   for (const figure of run) {
     const r = spawnSync(process.execPath, ["--import", "tsx", script, `--child=${figure}`, ...childArgs], { encoding: "utf8", env: process.env, stdio: ["ignore", vsTorch ? "pipe" : "inherit", "inherit"] });
-    if (vsTorch) forward(r.stdout, ours, torch.field);
+    if (vsTorch) forward(r.stdout ?? "", ours, torch.field);
     if (r.status !== 0) failed++;
   }
   if (vsTorch) {

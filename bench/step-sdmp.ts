@@ -10,12 +10,12 @@
  *   moco-v3-vit-tiny-same-work: the plain step at 1.5x the batch (192), i.e. the SDMP step's backbone
  *     work (3 query and 3 key views of 128 images against 2 and 2).
  * Target (not asserted): SDMP's ratio to bench/torch/sdmp.py's "sdmp" figure no worse than the plain
- * MoCo v3 step's ratio to its "moco-v3" figure. PyTorch's per-image cost falls between 256 and 384
- * backbone images a step, sslkit's does not, so the same-work figures say how much of a gap is that. `viewsMs` is the part of a step spent making the
- * views (augmentation and mixing); `modelImagesPerSec` leaves it out, which is what the PyTorch
- * reference times (its views are made once). `cpuMsMedian`: process CPU time a step (all threads),
- * a figure less sensitive than the wall time to other load on the machine. Each figure runs in
- * its own process (peak RSS).
+ * MoCo v3 step's ratio to its "moco-v3" figure. PyTorch's cost per image falls more than sslkit's
+ * from 256 to 384 backbone images a step; the same-work figures show how much of a gap that makes.
+ * `viewsMs` is the part of a step spent making the views (augmentation and mixing);
+ * `modelImagesPerSec` leaves it out, which is what the PyTorch reference times (its views are made
+ * once). `cpuMsMedian`: process CPU time a step (all threads), a figure less sensitive than the
+ * wall time to other load on the machine. Each figure runs in its own process (peak RSS).
  *
  *   node --import tsx bench/step-sdmp.ts [sdmp|moco-v3|moco-v3-same-work] [--steps N] [--batch N (128)]
  *     [--profile] [--vs-torch: then bench/torch/sdmp.py, the ratios, and SDMP's ratio over the plain one]

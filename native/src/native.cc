@@ -352,8 +352,8 @@ void layerNormBackward(const float* x, const float* dy, const float* mean, const
 
 // Attention heads: part `part` of tokens [n, l, parts, h, dh] <-> heads [n, h, l, dh] (merge: heads
 // into tokens), the reshape-transpose-split of a fused qkv projection as one copy of dh-float rows.
-// The max and the sum of term(j) over j < n in 16 independent lanes, so that the loops vectorise
-// (one running max or sum is a chain of dependent instructions); a fixed order, so reproducible.
+// The max and the sum of term(j) over j < n in 16 independent lanes (one running max or sum is a
+// chain of dependent instructions; the sum's lanes vectorise); a fixed order, so reproducible.
 constexpr int kLanes = 16;
 template <typename Term>
 float laneMax(int64_t n, Term term) {
@@ -394,12 +394,13 @@ void softmaxRows(const float* x, float* y, int64_t m, int64_t d, float scale, in
   });
 }
 
+// Its gradient from its output: dx = scale y (dy - sum_j dy_j y_j), over one row.
 inline void softmaxRowGrad(const float* __restrict y, const float* __restrict dy, float* __restrict dx, int64_t d, float scale) {
   const float dot = laneSum(d, [&](int64_t j) { return dy[j] * y[j]; });
   for (int64_t j = 0; j < d; ++j) dx[j] = scale * y[j] * (dy[j] - dot);
 }
 
-// Its gradient from its output: dx = scale y (dy - sum_j dy_j y_j), row by row.
+// softmaxRowGrad over each row r.
 void softmaxRowsGrad(const float* y, const float* dy, float* dx, int64_t m, int64_t d, float scale, int threads) {
   parallelFor(m, partsFor(m, m * d, threads), [&](int, int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) softmaxRowGrad(y + r * d, dy + r * d, dx + r * d, d, scale);
