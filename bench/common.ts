@@ -140,11 +140,12 @@ export function runFigureChildren(script: string, figures: readonly string[], ch
   const vsTorch = torch !== undefined && process.argv.includes("--vs-torch");
   const ours: Record<string, number> = {};
   let failed = 0;
-  const forward = (stdout: string, into?: Record<string, number>, field = "imagesPerSec") => {
+  // prints a process's lines and collects each figure's `field` into `into`
+  const forward = (stdout: string, into: Record<string, number>, field = "imagesPerSec") => {
     process.stdout.write(stdout);
     for (const line of stdout.split("\n").filter((l) => l.startsWith("{"))) {
       const j = JSON.parse(line) as Record<string, unknown>;
-      if (into && typeof j.figure === "string" && typeof j[field] === "number") into[j.figure] = j[field] as number;
+      if (typeof j.figure === "string" && typeof j[field] === "number") into[j.figure] = j[field] as number;
     }
   };
   const run = only.length > 0 ? only : figures;
